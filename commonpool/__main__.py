@@ -1,0 +1,5 @@
+import sys
+
+from commonpool.cli import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""The offline brain: deterministic, array-at-a-time decisions from personality traits.
+
+A proposal is a point (x, y) on a grid of whole quantities: the initiator gives
+x units of resource a, the responder gives y units of b. Every candidate is
+scored with both sides' exact utility change (economy.swap_gain). A speaker
+proposes the candidate whose share of the joint gain, g_self / (g_self +
+g_partner), is nearest its aspiration, which falls by ``concession`` with each
+proposal it makes (a time-dependent concession strategy, Faratin, Sierra &
+Jennings 1998), pulled toward the facilitator's suggested rate by
+``anchoring``. Strategic speakers raise their aspiration against partners with
+a record of accepting (``memory``). A candidate must leave the partner better
+off and the speaker at least ``min_gain`` better off after weighing the
+partner's gain by ``altruism``.
+
+A reply accepts an offer when it passes that same test and is at least as
+good as the counter the speaker would make (the AC_next acceptance condition,
+Baarslag et al. 2014); on the last turn any offer that passes is accepted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from commonpool import economy
+from commonpool.protocol import (
+    ACCEPT,
+    COUNTER,
+    PROPOSE,
+    REJECT,
+    RULES,
+    AdviceBatch,
+    Decisions,
+    ExchangeBatch,
+    World,
+    speaker_is_initiator,
+)
+
+ANCHOR_WEIGHT = 0.1  # share-distance units per unit of |log rate - log suggested rate| at anchoring 1
+
+
+def grid_size(world: World) -> int:
+    return int(world.population.traits["max_units"].max())
+
+
+def swap_gains(
+    world: World, i: np.ndarray, j: np.ndarray, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both sides' utility change, and feasibility, for i giving x of a to j for y of b (broadcasting)."""
+    h, n, w, lam = world.holdings, world.population.needs, world.population.wants, world.need_weight
+    i, j, a, b = (v.reshape(v.shape + (1,) * (x.ndim - 1)) if x.ndim > 1 else v for v in (i, j, a, b))
+    g_i = economy.swap_gain(h[i, a], h[i, b], n[i, a], n[i, b], w[i, a], w[i, b], x, y, lam)
+    g_j = economy.swap_gain(h[j, b], h[j, a], n[j, b], n[j, a], w[j, b], w[j, a], y, x, lam)
+    feasible = (x <= h[i, a]) & (y <= h[j, b]) & (x >= 1) & (y >= 1) & (a != b)
+    return g_i, g_j, feasible
+
+
+def _grid(q: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.meshgrid(np.arange(1, q + 1), np.arange(1, q + 1), indexing="ij")
+    return x.ravel()[None, :], y.ravel()[None, :]
+
+
+def choose_swap(
+    world: World,
+    batch: ExchangeBatch,
+    rows: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    initiator_speaks: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The speaker's proposal on resources (a, b): quantities x, y, whether any candidate qualifies, its value.
+
+    Value is the speaker's own judgement g_self + altruism * g_partner.
+    """
+    i, j = batch.initiator[rows], batch.responder[rows]
+    speaker, partner = (i, j) if initiator_speaks else (j, i)
+    traits = world.population.traits
+    x, y = _grid(grid_size(world))
+    g_i, g_j, feasible = swap_gains(world, i, j, a, b, x, y)
+    g_s, g_p = (g_i, g_j) if initiator_speaks else (g_j, g_i)
+
+    side = 0 if initiator_speaks else 1
+    pull = traits["memory"][speaker] * (world.history.acceptance_record(partner) - 0.5)
+    aspiration = np.clip(
+        traits["aspiration"][speaker] + pull - traits["concession"][speaker] * batch.proposals[rows, side], 0.0, 1.0
+    )[:, None]
+    limit = traits["max_units"][speaker][:, None]
+    altruism = traits["altruism"][speaker][:, None]
+    value = g_s + altruism * g_p
+    ok = (
+        feasible
+        & (x <= limit)
+        & (y <= limit)
+        & (g_p > 0)
+        & (g_s >= traits["min_gain"][speaker][:, None])
+        & (value >= 0)
+    )
+    total = g_s + g_p
+    share = g_s / np.where(total > 0, total, 1.0)
+    score = np.abs(share - aspiration) - 1e-6 * total
+    if batch.advice is not None:
+        suggested = np.log(batch.advice.qty_a[rows] / batch.advice.qty_b[rows])[:, None]
+        anchored = (batch.advice.res_a[rows] == a) & (batch.advice.res_b[rows] == b)
+        distance = np.abs(np.log(x / y) - suggested) * anchored[:, None]
+        score = score + ANCHOR_WEIGHT * traits["anchoring"][speaker][:, None] * distance
+    score = np.where(ok, score, np.inf)
+    best = np.argmin(score, axis=1)
+    found = np.isfinite(score[np.arange(len(rows)), best])
+    k = np.arange(len(rows))
+    return x[0, best], y[0, best], found, value[k, best]
+
+
+def own_pick(world: World, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Without advice, the initiator looks only at its own marginal values.
+
+    It asks for what it would gain most from among what the partner holds, and
+    offers what it would miss least among what it holds.
+    """
+    h, n, w, lam = world.holdings, world.population.needs, world.population.wants, world.need_weight
+    gain = np.where(h[j] > 0, economy.marginal_gain(h[i], n[i], w[i], lam), -np.inf)
+    b = np.argmax(gain, axis=1)
+    loss = economy.marginal_loss(h[i], n[i], w[i], lam)
+    loss[np.arange(len(i)), b] = np.inf
+    a = np.argmin(loss, axis=1)
+    return a, b
+
+
+class RulesBrain:
+    """Brain protocol: propose (turn 1) and reply (later turns) for a batch of exchange rows."""
+
+    def propose(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+        i, j = batch.initiator[rows], batch.responder[rows]
+        if batch.advice is not None:
+            a, b = batch.advice.res_a[rows], batch.advice.res_b[rows]
+        else:
+            a, b = own_pick(world, i, j)
+        x, y, found, _ = choose_swap(world, batch, rows, a, b, initiator_speaks=True)
+        # With nothing that qualifies the opener still asks, and the partner will say no.
+        x, y = np.where(found, x, 1), np.where(found, y, 1)
+        decisions = Decisions.empty(len(rows))
+        decisions.action[:] = PROPOSE
+        decisions.res_a[:], decisions.qty_a[:], decisions.res_b[:], decisions.qty_b[:] = a, x, b, y
+        decisions.source[:] = RULES
+        return decisions
+
+    def reply(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+        initiator_speaks = speaker_is_initiator(batch.turn)
+        speaker = batch.speakers(rows)
+        traits = world.population.traits
+        a, qa, b, qb = batch.cur_a[rows], batch.cur_qa[rows], batch.cur_b[rows], batch.cur_qb[rows]
+        g_i, g_j, feasible = swap_gains(world, batch.initiator[rows], batch.responder[rows], a, b, qa, qb)
+        g_s, g_p = (g_i, g_j) if initiator_speaks else (g_j, g_i)
+        offer_value = g_s + traits["altruism"][speaker] * g_p
+        passes = feasible & (g_s >= traits["min_gain"][speaker]) & (offer_value >= 0)
+
+        can_counter = batch.turn < batch.max_turns
+        if can_counter:
+            cx, cy, found, counter_value = choose_swap(world, batch, rows, a, b, initiator_speaks)
+        else:
+            cx, cy = qa, qb
+            found = np.zeros(len(rows), dtype=bool)
+            counter_value = np.full(len(rows), np.inf)
+        accept = passes & (~found | (offer_value >= counter_value - 1e-9))
+        counter = ~accept & found
+
+        decisions = Decisions.empty(len(rows))
+        decisions.action[:] = np.where(accept, ACCEPT, np.where(counter, COUNTER, REJECT))
+        decisions.res_a[:], decisions.res_b[:] = a, b
+        decisions.qty_a[:] = np.where(counter, cx, qa)
+        decisions.qty_b[:] = np.where(counter, cy, qb)
+        decisions.source[:] = RULES
+        return decisions
+
+
+class RulesFacilitator:
+    """Advises each pair from both sides' marginal values and the market's history.
+
+    It suggests the resource the responder would gain most from relative to what
+    the initiator would lose, against the one the initiator would gain most from
+    relative to the responder's loss, in the quantities whose rate is nearest its
+    valuations among those that leave both better off (Nash product breaks ties).
+    """
+
+    def advise(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> AdviceBatch:
+        h, n, w, lam = world.holdings, world.population.needs, world.population.wants, world.need_weight
+        i, j = batch.initiator[rows], batch.responder[rows]
+        k = np.arange(len(rows))
+        gain_i = economy.marginal_gain(h[i], n[i], w[i], lam)
+        gain_j = economy.marginal_gain(h[j], n[j], w[j], lam)
+        loss_i = economy.marginal_loss(h[i], n[i], w[i], lam)
+        loss_j = economy.marginal_loss(h[j], n[j], w[j], lam)
+        a = np.argmax(gain_j - loss_i, axis=1)
+        towards_i = gain_i - loss_j
+        towards_i[k, a] = -np.inf
+        b = np.argmax(towards_i, axis=1)
+
+        x, y = _grid(grid_size(world))
+        g_i, g_j, feasible = swap_gains(world, i, j, a, b, x, y)
+        valuations = world.valuations if world.valuations is not None else np.ones(h.shape[1])
+        fair = np.log(valuations[b] / valuations[a])[:, None]
+        both = feasible & (g_i > 0) & (g_j > 0)
+        score = np.where(both, np.abs(np.log(x / y) - fair) - 1e-6 * g_i * g_j, np.inf)
+        # When nothing helps both, suggest the least bad swap rather than none.
+        fallback = np.where(feasible, -np.minimum(g_i, g_j), np.inf)
+        score = np.where(both.any(axis=1)[:, None], score, 1e6 + fallback)
+        best = np.argmin(score, axis=1)
+        return AdviceBatch(
+            res_a=a,
+            qty_a=x[0, best],
+            res_b=b,
+            qty_b=y[0, best],
+            source=np.full(len(rows), RULES, dtype=np.int8),
+        )
+
+
+# --- the rules brain's words -------------------------------------------------------------------
+# Built column-at-a-time with Arrow compute, so a million transcripts cost no Python loop.
+
+
+def _join(*parts: object) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def offer_messages(
+    action: np.ndarray,
+    initiator_speaks: np.ndarray,
+    res_a: pa.Array,
+    qty_a: np.ndarray,
+    res_b: pa.Array,
+    qty_b: np.ndarray,
+) -> pa.Array:
+    """Template messages for rules offers, phrased from the speaker's side."""
+    speaks = pa.array(initiator_speaks)
+    qa, qb = pc.cast(pa.array(qty_a), pa.string()), pc.cast(pa.array(qty_b), pa.string())
+    give_q, give_r = pc.if_else(speaks, qa, qb), pc.if_else(speaks, res_a, res_b)
+    get_q, get_r = pc.if_else(speaks, qb, qa), pc.if_else(speaks, res_b, res_a)
+    propose = _join("I'd like to trade ", give_q, " ", give_r, " for ", get_q, " ", get_r, ".")
+    counter = _join("Could we do ", give_q, " ", give_r, " for ", get_q, " ", get_r, " instead?")
+    accept = _join("Deal: my ", give_q, " ", give_r, " for your ", get_q, " ", get_r, ".")
+    reject = pa.array(["That doesn't work for me, so I'll pass."] * len(action))
+    act = pa.array(action)
+    return pc.if_else(
+        pc.equal(act, PROPOSE),
+        propose,
+        pc.if_else(pc.equal(act, COUNTER), counter, pc.if_else(pc.equal(act, ACCEPT), accept, reject)),
+    )
+
+
+def advice_notes(
+    res_a: pa.Array,
+    qty_a: np.ndarray,
+    res_b: pa.Array,
+    qty_b: np.ndarray,
+    typical_rate: np.ndarray,
+    rate_trades: np.ndarray,
+    initiator_name: pa.Array,
+    initiator_record: tuple[np.ndarray, np.ndarray],
+    responder_name: pa.Array,
+    responder_record: tuple[np.ndarray, np.ndarray],
+) -> pa.Array:
+    """The facilitator's note: the typical past rate it saw, its suggestion, both partners' records."""
+
+    def text(values: np.ndarray) -> pa.Array:
+        return pc.cast(pa.array(values), pa.string())
+
+    rate = pc.cast(pc.round(pa.array(np.nan_to_num(typical_rate)), 2), pa.string())
+    seen = _join(
+        "Past trades ran at about ", rate, " ", res_a, " per ", res_b, " (", text(rate_trades), " trades). "
+    )
+    unseen = _join("No trades of ", res_a, " for ", res_b, " yet, so I valued them by scarcity. ")
+    history = pc.if_else(pa.array(rate_trades > 0), seen, unseen)
+    return _join(
+        history,
+        "I suggest ", text(qty_a), " ", res_a, " for ", text(qty_b), " ", res_b, ". ",
+        initiator_name, " has closed ", text(initiator_record[0]), " of ", text(initiator_record[1]),
+        " deals; ", responder_name, " ", text(responder_record[0]), " of ", text(responder_record[1]), ".",
+    )

@@ -1,0 +1,416 @@
+"""`commonpool` / `python -m commonpool`: run, list, show, query and export simulations.
+
+Every subcommand takes --store PATH (default: $COMMONPOOL_STORE or data/).
+Bad input prints one line naming the flag and what is allowed, exits 2, and
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from commonpool.config import DEFAULT_RESOURCES, ResourceSpec, SimulationConfig
+from commonpool.personalities import Personality
+
+EXIT_BAD_INPUT = 2
+
+# Config field -> the flag a CLI user typed, so errors name what they can fix.
+FLAGS = {
+    "num_participants": "--num-participants",
+    "min_exchanges": "--min-exchanges",
+    "max_exchanges": "--max-exchanges",
+    "simulation_id": "--simulation-id",
+    "seed": "--seed",
+    "max_turns": "--max-turns",
+    "resources": "--resources",
+    "personalities": "--personalities",
+    "pairing": "--pairing",
+    "model": "--model",
+    "facilitator_model": "--facilitator-model",
+    "api_base": "--api-base",
+    "concurrency": "--concurrency",
+    "budget_usd": "--budget-usd",
+    "custom_personalities": "--custom-personalities",
+    "roster": "--roster",
+}
+
+
+class BadInput(Exception):
+    """A user error: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def default_store() -> Path:
+    return Path(os.environ.get("COMMONPOOL_STORE") or "data")
+
+
+def build_parser() -> Parser:
+    store = Parser(add_help=False)
+    store.add_argument("--store", type=Path, default=None, help="run store folder (default: $COMMONPOOL_STORE or data/)")
+    parser = Parser(prog="commonpool", description=__doc__.splitlines()[0], parents=[store])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", parents=[store], help="run a simulation and store it")
+    # Numbers are parsed by SimulationConfig, so every bad value gets the same kind of message.
+    run.add_argument("--num-participants", default="10")
+    run.add_argument("--min-exchanges", default="10")
+    run.add_argument("--max-exchanges", default="20")
+    run.add_argument("--simulation-id", default=None, help="run id (default: generated)")
+    run.add_argument("--output-dir", type=Path, default=None, help="also write the run's JSON log here")
+    run.add_argument("--seed", default=None, help="random seed (default: drawn and recorded)")
+    run.add_argument("--resources", default=None, help="e.g. books,tools,repairs:skill (name or name:good|skill|time)")
+    run.add_argument("--personalities", default=None, help="mix, e.g. cautious=4,generous=3,strategic=3")
+    run.add_argument("--custom-personalities", type=Path, default=None, help="JSON file: list of {name, traits, description}")
+    run.add_argument("--roster", type=Path, default=None, help="CSV or JSON roster of participants")
+    run.add_argument("--max-turns", default="6")
+    run.add_argument("--no-facilitator", action="store_true", help="control run: no advice")
+    run.add_argument("--pairing", default="random", help="random | need")
+    run.add_argument("--model", default=None, help="LiteLLM model for every participant (default: rules brain)")
+    run.add_argument("--facilitator-model", default=None, help="LiteLLM model for the facilitator")
+    run.add_argument("--personality-model", action="append", default=[], metavar="NAME=MODEL", help="model for one personality")
+    run.add_argument("--api-base", default=None, help="OpenAI-compatible server URL (or OPENAI_API_BASE)")
+    run.add_argument("--concurrency", default="8", help="LLM calls in flight at once")
+    run.add_argument("--budget-usd", default=None, help="stop before spending more than this")
+    run.add_argument("--on-llm-failure", default="fail", help="fail | fallback")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    runs = sub.add_parser("runs", parents=[store], help="list or show stored runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, parser_class=Parser)
+    listing = runs_sub.add_parser("list", parents=[store], help="every run, newest first")
+    listing.add_argument("--json", action="store_true")
+    show = runs_sub.add_parser("show", parents=[store], help="one run's status, config and counts")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+
+    sql = sub.add_parser("sql", parents=[store], help="read-only SQL over the public tables")
+    sql.add_argument("query")
+    sql.add_argument("--format", default="table", help="table | csv | json")
+    sql.add_argument("--limit", type=int, default=10_000)
+
+    export = sub.add_parser("export", parents=[store], help="write one run's tables to files")
+    export.add_argument("run_id")
+    export.add_argument("--format", default="parquet", help="json | csv | parquet | duckdb")
+    export.add_argument("--dest", type=Path, default=None, help="where (default: exports/<run_id>.<format>)")
+
+    roster = sub.add_parser("roster", parents=[store], help="print a generated roster to edit and run with --roster")
+    roster.add_argument("--num-participants", default="10")
+    roster.add_argument("--seed", default="0")
+    roster.add_argument("--resources", default=None)
+    roster.add_argument("--personalities", default=None)
+    roster.add_argument("--format", default="csv", help="csv | json")
+    return parser
+
+
+def _choice(flag: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise BadInput(f"{flag}: {value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    return value
+
+
+def parse_resources(text: str) -> list[ResourceSpec]:
+    known = {r.name: r for r in DEFAULT_RESOURCES}
+    specs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, kind = (s.strip() for s in item.partition(":"))
+        if kind:
+            _choice(f"--resources ({name})", kind, ("good", "skill", "time"))
+            try:
+                specs.append(ResourceSpec(name=name, kind=kind))  # type: ignore[arg-type]
+            except ValidationError:
+                raise BadInput(
+                    f"--resources: {name!r} is not a usable name (1-40 letters, digits, spaces, - _ ')"
+                ) from None
+        elif name in known:
+            specs.append(known[name])
+        else:
+            raise BadInput(
+                f"--resources: unknown resource {name!r}; allowed: {', '.join(known)}, "
+                "or a new one as name:good|skill|time"
+            )
+    if not specs:
+        raise BadInput("--resources: the list is empty; name at least two resources")
+    return specs
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    mix: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            mix[name.strip()] = float(value) if sep else 1.0
+        except ValueError:
+            raise BadInput(f"--personalities: {item!r} should be name=count, e.g. cautious=4") from None
+    if not mix:
+        raise BadInput("--personalities: the mix is empty; e.g. cautious=4,generous=3,strategic=3")
+    return mix
+
+
+def config_from_args(args: argparse.Namespace) -> SimulationConfig:
+    from commonpool.population import RosterError, roster_from_csv, roster_from_json
+
+    fields: dict[str, object] = {
+        "num_participants": args.num_participants,
+        "min_exchanges": args.min_exchanges,
+        "max_exchanges": args.max_exchanges,
+        "max_turns": args.max_turns,
+        "facilitator": not args.no_facilitator,
+        "pairing": _choice("--pairing", args.pairing, ("random", "need")),
+        "concurrency": args.concurrency,
+        "on_llm_failure": _choice("--on-llm-failure", args.on_llm_failure, ("fail", "fallback")),
+    }
+    optional = {
+        "simulation_id": args.simulation_id,
+        "seed": args.seed,
+        "model": args.model,
+        "facilitator_model": args.facilitator_model,
+        "api_base": args.api_base or os.environ.get("OPENAI_API_BASE") or None,
+        "budget_usd": args.budget_usd,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    if args.resources is not None:
+        fields["resources"] = parse_resources(args.resources)
+    if args.personalities is not None:
+        fields["personalities"] = parse_mix(args.personalities)
+    if args.personality_model:
+        pairs = [item.partition("=") for item in args.personality_model]
+        if any(not sep or not model for _, sep, model in pairs):
+            raise BadInput("--personality-model: use NAME=MODEL, e.g. strategic=gpt-4o-mini")
+        fields["personality_models"] = {name: model for name, _, model in pairs}
+    if args.custom_personalities is not None:
+        try:
+            raw = json.loads(_read(args.custom_personalities, "--custom-personalities"))
+            fields["custom_personalities"] = [Personality.model_validate(p) for p in raw]
+        except (ValidationError, json.JSONDecodeError, TypeError) as exc:
+            raise BadInput(f"--custom-personalities: not a JSON list of {{name, traits, description}} ({exc.__class__.__name__})") from None
+    if args.roster is not None:
+        text = _read(args.roster, "--roster")
+        try:
+            roster = roster_from_json(text) if args.roster.suffix.lower() == ".json" else roster_from_csv(text)
+        except RosterError as exc:
+            raise BadInput(f"--roster: {exc}") from None
+        fields["roster"] = roster
+        if args.num_participants == "10":
+            fields["num_participants"] = len(roster)
+    return validated(fields)
+
+
+def validated(fields: dict[str, object]) -> SimulationConfig:
+    try:
+        return SimulationConfig.model_validate(fields)
+    except ValidationError as exc:
+        raise BadInput(flag_message(exc)) from None
+
+
+def flag_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    message = first["msg"].removeprefix("Value error, ")
+    if not loc:
+        # A whole-config rule: it names its fields itself; show them as flags.
+        for field, flag in FLAGS.items():
+            message = message.replace(field, flag)
+        return message
+    flag = FLAGS.get(loc[0], loc[0])
+    where = "".join(f"[{part}]" for part in loc[1:])
+    given = first.get("input")
+    shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
+    return f"{flag}{where}: {message}{shown}"
+
+
+def _read(path: Path, flag: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"{flag}: cannot read {str(path)!r} ({exc.strerror})") from None
+
+
+def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
+    from commonpool.engine import run_simulation
+    from commonpool.store import RunExistsError, Store, export_run
+
+    config = config_from_args(args)
+    if config.simulation_id and (store_root / "runs" / config.simulation_id).exists():
+        raise BadInput(
+            f"--simulation-id: a run named {config.simulation_id!r} already exists in {store_root}; choose another id"
+        )
+    if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
+        raise BadInput(f"--output-dir: {str(args.output_dir)!r} exists and is not a folder")
+    store = Store(store_root)
+    bar = _progress_bar(args.no_progress)
+    try:
+        result = run_simulation(config, store, progress=bar.update if bar else None)
+    except RunExistsError:
+        raise BadInput(f"--simulation-id: a run named {config.simulation_id!r} already exists; choose another id") from None
+    finally:
+        if bar:
+            bar.close()
+    print(f"run {result.run_id}: {result.status}, {result.exchanges} exchanges, {result.accepted} accepted "
+          f"({result.accepted / max(result.exchanges, 1):.0%}) in {result.seconds:.2f}s")
+    print(f"stored in {result.path}")
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        log = export_run(store, result.run_id, "json", args.output_dir / f"{result.run_id}.json")
+        print(f"JSON log: {log}")
+    return 0 if result.status == "completed" else 1
+
+
+class _Bar:
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.tqdm = tqdm(total=None, unit="exch", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, progress: object) -> None:
+        self.tqdm.total = progress.exchanges_target  # type: ignore[attr-defined]
+        self.tqdm.n = progress.exchanges_done  # type: ignore[attr-defined]
+        postfix = {"accepted": progress.accepted}  # type: ignore[attr-defined]
+        llm = progress.llm  # type: ignore[attr-defined]
+        if llm.get("llm_calls"):
+            postfix.update(calls=int(llm["llm_calls"]), usd=f"{llm['cost_usd']:.4f}")
+        self.tqdm.set_postfix(postfix, refresh=False)
+        self.tqdm.refresh()
+
+    def close(self) -> None:
+        self.tqdm.close()
+
+
+def _progress_bar(disabled: bool) -> _Bar | None:
+    return None if disabled or not sys.stderr.isatty() else _Bar()
+
+
+def cmd_runs(args: argparse.Namespace, store_root: Path) -> int:
+    from commonpool.store import RunNotFoundError, Store
+
+    store = Store(store_root)
+    if args.runs_command == "list":
+        runs = store.runs()
+        if args.json:
+            print(json.dumps([_public(r) for r in runs], indent=2, default=str))
+            return 0
+        if not runs:
+            print(f"no runs in {store_root}")
+            return 0
+        rows = [(r.run_id, r.status, str(r.data.get("exchanges_recorded", "")), str(r.data.get("accepted", "")),
+                 str(r.data.get("engine", "")), str(r.data.get("started_at", ""))[:19]) for r in runs]
+        _print_table(("run_id", "status", "exchanges", "accepted", "engine", "started"), rows)
+        return 0
+    try:
+        info = store.run(args.run_id)
+    except RunNotFoundError:
+        raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
+    if args.json:
+        print(json.dumps(_public(info), indent=2, default=str))
+    else:
+        for key, value in _public(info).items():
+            if key != "config":
+                print(f"{key:>20}: {value}")
+    return 0
+
+
+def _public(info: object) -> dict[str, object]:
+    data = dict(info.data)  # type: ignore[attr-defined]
+    data["run_id"], data["status"] = info.run_id, info.status  # type: ignore[attr-defined]
+    return data
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def cmd_sql(args: argparse.Namespace, store_root: Path) -> int:
+    from commonpool.store import ConsoleError, Store, console_query
+
+    fmt = _choice("--format", args.format, ("table", "csv", "json"))
+    try:
+        result = console_query(Store(store_root), args.query, limit=args.limit)
+    except ConsoleError as exc:
+        raise BadInput(f"query: {exc}") from None
+    table = result.rows
+    if fmt == "json":
+        print(json.dumps(table.to_pylist(), indent=2, default=str))
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        sink = __import__("io").BytesIO()
+        pacsv.write_csv(table, sink)
+        sys.stdout.write(sink.getvalue().decode())
+    else:
+        rows = [[("NULL" if v is None else str(v)) for v in row.values()] for row in table.to_pylist()]
+        _print_table(table.column_names, rows)
+    if result.truncated:
+        print(f"(showing the first {args.limit} rows)", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, store_root: Path) -> int:
+    from commonpool.store import RunNotFoundError, Store, export_run
+
+    fmt = _choice("--format", args.format, ("json", "csv", "parquet", "duckdb"))
+    suffix = {"json": ".json", "duckdb": ".duckdb", "csv": "-csv", "parquet": "-parquet"}[fmt]
+    dest = args.dest or Path("exports") / f"{args.run_id}{suffix}"
+    if dest.exists():
+        raise BadInput(f"--dest: {str(dest)!r} already exists; choose a new path")
+    try:
+        path = export_run(Store(store_root), args.run_id, fmt, dest)  # type: ignore[arg-type]
+    except RunNotFoundError:
+        raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
+    print(path)
+    return 0
+
+
+def cmd_roster(args: argparse.Namespace, store_root: Path) -> int:
+    import numpy as np
+
+    from commonpool.population import generate, roster_to_csv, roster_to_json
+
+    fmt = _choice("--format", args.format, ("csv", "json"))
+    fields: dict[str, object] = {"num_participants": args.num_participants, "seed": args.seed,
+                                 "min_exchanges": 1, "max_exchanges": 1}
+    if args.resources is not None:
+        fields["resources"] = parse_resources(args.resources)
+    if args.personalities is not None:
+        fields["personalities"] = parse_mix(args.personalities)
+    config = validated(fields)
+    population = generate(config, np.random.default_rng(config.seed))
+    specs = population.to_specs()
+    print(roster_to_json(specs) if fmt == "json" else roster_to_csv(specs, population.resources), end="")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "runs": cmd_runs, "sql": cmd_sql, "export": cmd_export, "roster": cmd_roster}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    store_root = args.store or default_store()
+    try:
+        return COMMANDS[args.command](args, store_root)
+    except BadInput as exc:
+        print(f"commonpool: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("commonpool: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

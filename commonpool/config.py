@@ -1,0 +1,183 @@
+"""SimulationConfig: the one description of a run, validated at the edge."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from commonpool.personalities import BUILTIN, Personality
+
+ResourceKind = Literal["good", "skill", "time"]
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+RESOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _\-']{0,39}$"
+
+
+class ResourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=RESOURCE_NAME_PATTERN)
+    kind: ResourceKind = "good"
+
+
+DEFAULT_RESOURCES: tuple[ResourceSpec, ...] = (
+    ResourceSpec(name="books", kind="good"),
+    ResourceSpec(name="tools", kind="good"),
+    ResourceSpec(name="vegetables", kind="good"),
+    ResourceSpec(name="bread loaves", kind="good"),
+    ResourceSpec(name="bike repairs", kind="skill"),
+    ResourceSpec(name="cooking lessons", kind="skill"),
+    ResourceSpec(name="childcare hours", kind="time"),
+    ResourceSpec(name="gardening hours", kind="time"),
+)
+
+
+class ParticipantSpec(BaseModel):
+    """One row of a roster: a real (or imagined) member of a community."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80)
+    personality: str
+    holdings: dict[str, int] = Field(default_factory=dict)
+    needs: dict[str, int] = Field(default_factory=dict)
+    wants: dict[str, float] = Field(default_factory=dict)
+    notes: str = Field("", max_length=2000)
+    brain: str | None = Field(None, description="'rules', a LiteLLM model string, or None for the run default")
+
+    @field_validator("holdings", "needs")
+    @classmethod
+    def _non_negative_units(cls, value: dict[str, int]) -> dict[str, int]:
+        for resource, units in value.items():
+            if units < 0:
+                raise ValueError(f"units of {resource!r} must be 0 or more (got {units})")
+        return value
+
+    @field_validator("wants")
+    @classmethod
+    def _non_negative_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for resource, weight in value.items():
+            if not weight >= 0:
+                raise ValueError(f"want weight of {resource!r} must be 0 or more (got {weight})")
+        return value
+
+
+class SimulationConfig(BaseModel):
+    """Everything that determines a run. The same config and seed give the same run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    simulation_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    num_participants: int = Field(10, ge=2, le=100_000)
+    min_exchanges: int = Field(10, ge=1, le=100_000_000)
+    max_exchanges: int = Field(20, ge=1, le=100_000_000)
+    max_turns: int = Field(6, ge=2, le=20, description="messages per exchange, the opening proposal included")
+    resources: list[ResourceSpec] = Field(default_factory=lambda: list(DEFAULT_RESOURCES), min_length=2, max_length=64)
+    personalities: dict[str, float] = Field(
+        default_factory=lambda: {"cautious": 1.0, "generous": 1.0, "strategic": 1.0},
+        description="mix: exact counts when they add up to num_participants, otherwise shares",
+    )
+    custom_personalities: list[Personality] = Field(default_factory=list)
+    facilitator: bool = True
+    pairing: Literal["random", "need"] = "random"
+    need_weight: float = Field(2.0, gt=0, le=100, description="utility of each unit up to a need")
+    roster: list[ParticipantSpec] | None = None
+
+    # Who decides: None means the offline rules brain.
+    model: str | None = Field(None, max_length=200)
+    facilitator_model: str | None = Field(None, max_length=200)
+    personality_models: dict[str, str] = Field(default_factory=dict)
+    api_base: str | None = Field(None, max_length=500)
+    concurrency: int = Field(8, ge=1, le=256)
+    budget_usd: float | None = Field(None, gt=0)
+    llm_timeout_s: float = Field(60.0, gt=0, le=3600)
+    llm_max_retries: int = Field(3, ge=0, le=10)
+    temperature: float = Field(0.0, ge=0, le=2)
+    on_llm_failure: Literal["fail", "fallback"] = "fail"
+    cost_per_1k_prompt_tokens: float | None = Field(None, ge=0)
+    cost_per_1k_completion_tokens: float | None = Field(None, ge=0)
+
+    @field_validator("resources")
+    @classmethod
+    def _unique_resources(cls, value: list[ResourceSpec]) -> list[ResourceSpec]:
+        names = [r.name for r in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"resource names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @field_validator("custom_personalities")
+    @classmethod
+    def _unique_personalities(cls, value: list[Personality]) -> list[Personality]:
+        names = [p.name for p in value]
+        clashes = sorted({n for n in names if names.count(n) > 1 or n in BUILTIN})
+        if clashes:
+            raise ValueError(f"personality names must be new and unique; clashing: {', '.join(clashes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimulationConfig:
+        if self.min_exchanges > self.max_exchanges:
+            raise ValueError(
+                f"min_exchanges ({self.min_exchanges}) must not exceed max_exchanges ({self.max_exchanges})"
+            )
+        known = self.personality_names()
+        for name, weight in self.personalities.items():
+            if name not in known:
+                raise ValueError(f"personalities: unknown personality {name!r}; allowed: {', '.join(known)}")
+            if not weight >= 0:
+                raise ValueError(f"personalities: weight of {name!r} must be 0 or more (got {weight})")
+        if self.roster is None and not sum(self.personalities.values()) > 0:
+            raise ValueError("personalities: at least one personality needs a weight above 0")
+        for name in self.personality_models:
+            if name not in known:
+                raise ValueError(f"personality_models: unknown personality {name!r}; allowed: {', '.join(known)}")
+        if self.roster is not None:
+            self._check_roster(known)
+        return self
+
+    def _check_roster(self, known: list[str]) -> None:
+        assert self.roster is not None
+        if len(self.roster) != self.num_participants:
+            raise ValueError(
+                f"num_participants ({self.num_participants}) must equal the roster's size ({len(self.roster)})"
+            )
+        resources = {r.name for r in self.resources}
+        for row, member in enumerate(self.roster, start=1):
+            if member.personality not in known:
+                raise ValueError(
+                    f"roster row {row}: unknown personality {member.personality!r}; allowed: {', '.join(known)}"
+                )
+            for field in ("holdings", "needs", "wants"):
+                unknown = sorted(set(getattr(member, field)) - resources)
+                if unknown:
+                    raise ValueError(
+                        f"roster row {row}: {field} name unknown resource {unknown[0]!r}; "
+                        f"allowed: {', '.join(sorted(resources))}"
+                    )
+
+    def personality_names(self) -> list[str]:
+        return list(BUILTIN) + [p.name for p in self.custom_personalities]
+
+    def personality(self, name: str) -> Personality:
+        for p in self.custom_personalities:
+            if p.name == name:
+                return p
+        return BUILTIN[name]
+
+    def uses_llm(self) -> bool:
+        roster_models = any(m.brain not in (None, "rules") for m in self.roster or [])
+        return bool(self.model or self.facilitator_model or self.personality_models or roster_models)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming the field, what is allowed and what was given."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    given = first.get("input")
+    shown = "" if isinstance(given, (dict, list)) or given is None or field == "config" else f" (got {given!r})"
+    if field == "config":
+        return message
+    return f"{field}: {message}{shown}"

@@ -1,0 +1,105 @@
+"""The one definition of what a holding is worth to a participant.
+
+Utility of participant i holding h_ir units of each resource r:
+
+    U_i(h) = sum_r [ lambda * min(h_ir, n_ir)  +  w_ir * ln(1 + h_ir) ]
+
+- n_ir is i's *need* of r (units it must reach). Each unit up to the need is
+  worth a flat ``need_weight`` (lambda): needs are not traded away lightly.
+- w_ir is i's *want* weight of r. The log term gives every resource a
+  diminishing marginal value (Bernoulli's log utility; the same shape as the
+  Cobb-Douglas welfare in Epstein & Axtell, *Growing Artificial Societies*,
+  1996, ch. IV), which is what makes marginal rates of substitution converge
+  as people trade.
+
+Quantities are whole units, so marginal values are discrete differences:
+gain_r(h) = v_r(h + 1) - v_r(h), loss_r(h) = v_r(h) - v_r(h - 1).
+
+Need fulfilment of a set of holdings = sum_r min(h_r, n_r) / sum_r n_r (1.0
+when nothing is needed). The brains, the facilitator, the engine and the
+metrics all use these functions (the SQL form lives below too), so "welfare
+rose" means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# SQL form of need fulfilment over columns named held / need, used by metrics.
+NEED_FULFILMENT_SQL = "sum(least(held, need))::DOUBLE / nullif(sum(need), 0)"
+
+
+def resource_value(
+    held: np.ndarray, need: np.ndarray, want: np.ndarray, need_weight: float
+) -> np.ndarray:
+    """v_r(h) = lambda * min(h, n) + w * ln(1 + h), elementwise; h is clipped at 0."""
+    h = np.maximum(held, 0)
+    return need_weight * np.minimum(h, need) + want * np.log1p(h)
+
+
+def utility(
+    holdings: np.ndarray, needs: np.ndarray, wants: np.ndarray, need_weight: float
+) -> np.ndarray:
+    """U_i for every row (participant) of a holdings matrix: the sum of v_r over resources."""
+    return resource_value(holdings, needs, wants, need_weight).sum(axis=-1)
+
+
+def loss_of_giving(
+    held: np.ndarray, need: np.ndarray, want: np.ndarray, qty: np.ndarray, need_weight: float
+) -> np.ndarray:
+    """Utility lost by giving qty units of a resource held: v(h) - v(h - qty)."""
+    return resource_value(held, need, want, need_weight) - resource_value(held - qty, need, want, need_weight)
+
+
+def gain_of_getting(
+    held: np.ndarray, need: np.ndarray, want: np.ndarray, qty: np.ndarray, need_weight: float
+) -> np.ndarray:
+    """Utility gained by getting qty more units of a resource: v(h + qty) - v(h)."""
+    return resource_value(held + qty, need, want, need_weight) - resource_value(held, need, want, need_weight)
+
+
+def swap_gain(
+    held_give: np.ndarray,
+    held_get: np.ndarray,
+    need_give: np.ndarray,
+    need_get: np.ndarray,
+    want_give: np.ndarray,
+    want_get: np.ndarray,
+    qty_give: np.ndarray,
+    qty_get: np.ndarray,
+    need_weight: float,
+) -> np.ndarray:
+    """Change in U from giving qty_give of one resource and getting qty_get of another.
+
+    Only the two resources involved change, so this is the exact utility change,
+    not an approximation. Arrays broadcast.
+    """
+    return gain_of_getting(held_get, need_get, want_get, qty_get, need_weight) - loss_of_giving(
+        held_give, need_give, want_give, qty_give, need_weight
+    )
+
+
+def marginal_gain(
+    holdings: np.ndarray, needs: np.ndarray, wants: np.ndarray, need_weight: float
+) -> np.ndarray:
+    """Value of one more unit of each resource: v_r(h + 1) - v_r(h)."""
+    return resource_value(holdings + 1, needs, wants, need_weight) - resource_value(
+        holdings, needs, wants, need_weight
+    )
+
+
+def marginal_loss(
+    holdings: np.ndarray, needs: np.ndarray, wants: np.ndarray, need_weight: float
+) -> np.ndarray:
+    """Value lost by giving one unit of each resource: v_r(h) - v_r(h - 1); +inf where h = 0."""
+    loss = resource_value(holdings, needs, wants, need_weight) - resource_value(
+        holdings - 1, needs, wants, need_weight
+    )
+    return np.where(holdings > 0, loss, np.inf)
+
+
+def need_fulfilment(holdings: np.ndarray, needs: np.ndarray) -> np.ndarray:
+    """Share of needed units held, per row: sum min(h, n) / sum n (1.0 where nothing is needed)."""
+    total = needs.sum(axis=-1)
+    met = np.minimum(holdings, needs).sum(axis=-1)
+    return np.where(total > 0, met / np.maximum(total, 1), 1.0)
