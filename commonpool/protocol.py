@@ -1,6 +1,7 @@
 """The messages of an exchange and the rules of its turns.
 
-One exchange: turn 1, the initiator proposes a swap. Every later turn the other
+One exchange: turn 1, the initiator proposes a swap (or declines, when it sees
+nothing worth asking for). Every later turn the other
 party replies: accept, reject, or counter with a swap of its own. A counter is
 not allowed on the last turn (max_turns), so every exchange ends within
 max_turns messages. Outcomes:
@@ -43,7 +44,7 @@ def speaker_is_initiator(turn: int) -> bool:
 
 def legal_actions(turn: int, max_turns: int) -> tuple[str, ...]:
     if turn == 1:
-        return ("propose",)
+        return ("propose", "reject")  # reject: the initiator sees nothing worth asking for
     if turn >= max_turns:
         return ("accept", "reject")
     return ("accept", "reject", "counter")

@@ -238,7 +238,7 @@ class Recorder:
 
     def _offers(self, c: dict[str, np.ndarray]) -> dict[str, object]:
         template = offer_messages(
-            c["action"], c["initiator_speaks"], plain(c["res_a"], self.resources), c["qty_a"],
+            c["action"], c["turn"], c["initiator_speaks"], plain(c["res_a"], self.resources), c["qty_a"],
             plain(c["res_b"], self.resources), c["qty_b"],
         )
         return {

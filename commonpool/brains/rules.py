@@ -111,6 +111,21 @@ def choose_swap(
     return x[0, best], y[0, best], found, value[k, best]
 
 
+def best_for_self(
+    world: World, batch: ExchangeBatch, rows: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The initiator's most self-serving feasible swap that still passes its own min_gain."""
+    i, j = batch.initiator[rows], batch.responder[rows]
+    x, y = _grid(grid_size(world))
+    g_i, _, feasible = swap_gains(world, i, j, a, b, x, y)
+    traits = world.population.traits
+    limit = traits["max_units"][i][:, None]
+    ok = feasible & (x <= limit) & (y <= limit) & (g_i >= traits["min_gain"][i][:, None])
+    score = np.where(ok, -g_i, np.inf)
+    best = np.argmin(score, axis=1)
+    return x[0, best], y[0, best], np.isfinite(score[np.arange(len(rows)), best])
+
+
 def own_pick(world: World, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Without advice, the initiator looks only at its own marginal values.
 
@@ -136,10 +151,14 @@ class RulesBrain:
         else:
             a, b = own_pick(world, i, j)
         x, y, found, _ = choose_swap(world, batch, rows, a, b, initiator_speaks=True)
-        # With nothing that qualifies the opener still asks, and the partner will say no.
-        x, y = np.where(found, x, 1), np.where(found, y, 1)
+        if not found.all():
+            # Nothing helps both: the opener asks for what it would gain most from, on
+            # its own terms; if even that breaks its own rule it declines to trade.
+            sx, sy, self_found = best_for_self(world, batch, rows, a, b)
+            x, y = np.where(found, x, sx), np.where(found, y, sy)
+            found = found | self_found
         decisions = Decisions.empty(len(rows))
-        decisions.action[:] = PROPOSE
+        decisions.action[:] = np.where(found, PROPOSE, REJECT)
         decisions.res_a[:], decisions.qty_a[:], decisions.res_b[:], decisions.qty_b[:] = a, x, b, y
         decisions.source[:] = RULES
         return decisions
@@ -224,6 +243,7 @@ def _join(*parts: object) -> pa.Array:
 
 def offer_messages(
     action: np.ndarray,
+    turn: np.ndarray,
     initiator_speaks: np.ndarray,
     res_a: pa.Array,
     qty_a: np.ndarray,
@@ -238,7 +258,11 @@ def offer_messages(
     propose = _join("I'd like to trade ", give_q, " ", give_r, " for ", get_q, " ", get_r, ".")
     counter = _join("Could we do ", give_q, " ", give_r, " for ", get_q, " ", get_r, " instead?")
     accept = _join("Deal: my ", give_q, " ", give_r, " for your ", get_q, " ", get_r, ".")
-    reject = pa.array(["That doesn't work for me, so I'll pass."] * len(action))
+    reject = pc.if_else(
+        pa.array(turn == 1),
+        pa.array(["I don't see anything I need from you right now."] * len(action)),
+        pa.array(["That doesn't work for me, so I'll pass."] * len(action)),
+    )
     act = pa.array(action)
     return pc.if_else(
         pc.equal(act, PROPOSE),

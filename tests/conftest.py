@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests never reach a real LLM provider: LiteLLM is pointed at
+tests/fake_llm_server.py and told to use its bundled cost map."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+sys.path.insert(0, str(Path(__file__).parent))
+
+from commonpool import SimulationConfig, run_simulation  # noqa: E402
+from commonpool.engine import RunResult  # noqa: E402
+from commonpool.store import Store  # noqa: E402
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture
+def simulate(store: Store):
+    """Run a small rules simulation into the test's store."""
+
+    def run(**fields: object) -> RunResult:
+        base: dict[str, object] = {"seed": 1, "num_participants": 12, "min_exchanges": 60, "max_exchanges": 60}
+        base.update(fields)
+        return run_simulation(SimulationConfig(**base), store)
+
+    return run
