@@ -306,8 +306,8 @@ def cmd_runs(args: argparse.Namespace, store_root: Path) -> int:
         if not runs:
             print(f"no runs in {store_root}")
             return 0
-        rows = [(r.run_id, r.status, str(r.data.get("exchanges_recorded", "")), str(r.data.get("accepted", "")),
-                 str(r.data.get("engine", "")), str(r.data.get("started_at", ""))[:19]) for r in runs]
+        rows = [(r.run_id, r.status, str(r.meta.get("exchanges_recorded", "")), str(r.meta.get("accepted", "")),
+                 str(r.meta.get("engine", "")), str(r.started_at or "")[:19]) for r in runs]
         _print_table(("run_id", "status", "exchanges", "accepted", "engine", "started"), rows)
         return 0
     try:
@@ -324,7 +324,7 @@ def cmd_runs(args: argparse.Namespace, store_root: Path) -> int:
 
 
 def _public(info: object) -> dict[str, object]:
-    data = dict(info.data)  # type: ignore[attr-defined]
+    data = {k: v for k, v in info.meta.items() if k not in ("pid", "pid_start_time", "host")}  # type: ignore[attr-defined]
     data["run_id"], data["status"] = info.run_id, info.status  # type: ignore[attr-defined]
     return data
 

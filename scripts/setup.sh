@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install the pinned requirements (plus dev tools with --dev).
+# Re-running is cheap: it reinstalls only when a requirements file changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reqs=requirements.txt
+[[ "${1:-}" == "--dev" ]] && reqs=requirements-dev.txt
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$python" -m venv .venv
+fi
+stamp=.venv/.installed-$(cat requirements.txt "$reqs" pyproject.toml | sha256sum | cut -c1-16)-$(basename "$reqs")
+if [[ ! -f "$stamp" ]]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$reqs"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  touch "$stamp"
+fi

@@ -1,0 +1,164 @@
+"""The command line, as a user types it: real flags, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, store: Path, check: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COMMONPOOL_STORE": str(store), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "commonpool", *args], capture_output=True, text=True, env=env, cwd=cwd or ROOT,
+        timeout=120,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_run_with_the_original_flags_writes_the_run_and_its_json_log(tmp_path: Path) -> None:
+    store, logs = tmp_path / "store", tmp_path / "custom_logs"
+    done = cli("run", "--num-participants", "10", "--min-exchanges", "8", "--max-exchanges", "12",
+               "--simulation-id", "custom_sim_001", "--output-dir", str(logs), store=store, check=True)
+    log = json.loads((logs / "custom_sim_001.json").read_text())
+    assert "custom_sim_001: completed" in done.stdout
+    assert 8 <= len(log["tables"]["exchanges"]) <= 12
+    assert (store / "runs" / "custom_sim_001" / "run.json").exists()
+
+
+BAD = [
+    (["--num-participants", "1"], "--num-participants", "greater than or equal to 2"),
+    (["--num-participants", "-3"], "--num-participants", "greater than or equal to 2"),
+    (["--num-participants", "ten"], "--num-participants", "valid integer"),
+    (["--min-exchanges", "2.5"], "--min-exchanges", "valid integer"),
+    (["--min-exchanges", "-1"], "--min-exchanges", "greater than or equal to 1"),
+    (["--min-exchanges", "9", "--max-exchanges", "3"], "--min-exchanges", "must not exceed --max-exchanges"),
+    (["--max-turns", "1"], "--max-turns", "greater than or equal to 2"),
+    (["--seed", "-4"], "--seed", "greater than or equal to 0"),
+    (["--personalities", "greedy=3"], "--personalities", "allowed: cautious, generous, strategic"),
+    (["--personalities", "cautious=x"], "--personalities", "name=count"),
+    (["--resources", "books,unicorns"], "--resources", "unknown resource 'unicorns'"),
+    (["--resources", "books,magic:spell"], "--resources", "good, skill, time"),
+    (["--resources", ""], "--resources", "empty"),
+    (["--resources", "books"], "--resources", "at least 2"),
+    (["--resources", "books,books"], "--resources", "unique"),
+    (["--pairing", "best"], "--pairing", "random, need"),
+    (["--simulation-id", "../escape"], "--simulation-id", "pattern"),
+]
+
+
+@pytest.mark.parametrize(("args", "flag", "allowed"), BAD, ids=[" ".join(a) for a, _, _ in BAD])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args, flag: str, allowed: str) -> None:
+    store = tmp_path / "store"
+    done = cli("run", *args, "--output-dir", str(tmp_path / "logs"), store=store)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert flag in lines[0] and allowed in lines[0], lines[0]
+    assert not store.exists() and not (tmp_path / "logs").exists()
+
+
+def test_a_duplicate_simulation_id_is_refused_and_the_first_run_is_kept(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    cli("run", "--simulation-id", "twice", "--seed", "1", store=store, check=True)
+    before = sorted(p.name for p in (store / "runs" / "twice").rglob("*"))
+    done = cli("run", "--simulation-id", "twice", "--seed", "2", store=store)
+    assert done.returncode == 2
+    assert "--simulation-id" in done.stderr and "already exists" in done.stderr
+    assert sorted(p.name for p in (store / "runs" / "twice").rglob("*")) == before
+
+
+def test_runs_list_and_show_describe_stored_runs(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    cli("run", "--simulation-id", "alpha", "--seed", "3", store=store, check=True)
+    listing = cli("runs", "list", store=store, check=True).stdout
+    shown = json.loads(cli("runs", "show", "alpha", "--json", store=store, check=True).stdout)
+    listed = json.loads(cli("runs", "list", "--json", store=store, check=True).stdout)
+    assert "alpha" in listing and "completed" in listing
+    assert shown["status"] == "completed" and shown["seed"] == 3
+    assert shown["config"]["num_participants"] == 10
+    assert [r["run_id"] for r in listed] == ["alpha"]
+    missing = cli("runs", "show", "nope", store=store)
+    assert missing.returncode == 2 and "no run named 'nope'" in missing.stderr
+
+
+def test_sql_answers_in_table_csv_and_json(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    cli("run", "--simulation-id", "q", "--seed", "4", store=store, check=True)
+    query = "SELECT run_id, count(*) AS n FROM exchanges GROUP BY run_id"
+    as_json = json.loads(cli("sql", query, "--format", "json", store=store, check=True).stdout)
+    as_csv = cli("sql", query, "--format", "csv", store=store, check=True).stdout.splitlines()
+    as_table = cli("sql", query, store=store, check=True).stdout
+    assert as_json[0]["run_id"] == "q" and 10 <= as_json[0]["n"] <= 20
+    assert as_csv[0].replace('"', "") == "run_id,n" and as_csv[1].replace('"', "").startswith("q,")
+    assert "run_id" in as_table and "q" in as_table
+    refused = cli("sql", "COPY (SELECT 1) TO '/tmp/commonpool-leak.csv'", store=store)
+    assert refused.returncode == 2 and not Path("/tmp/commonpool-leak.csv").exists()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "parquet", "duckdb"])
+def test_export_writes_the_run_in_each_format(tmp_path: Path, fmt: str) -> None:
+    store = tmp_path / "store"
+    cli("run", "--simulation-id", "ex", "--seed", "5", store=store, check=True)
+    dest = tmp_path / f"out-{fmt}"
+    done = cli("export", "ex", "--format", fmt, "--dest", str(dest), store=store, check=True)
+    assert Path(done.stdout.strip()).exists()
+    if fmt == "duckdb":
+        import duckdb
+
+        with duckdb.connect(str(Path(done.stdout.strip())), read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM exchanges").fetchone()[0] >= 10
+    bad = cli("export", "ex", "--format", "xml", store=store)
+    assert bad.returncode == 2 and "json, csv, parquet, duckdb" in bad.stderr
+
+
+def test_a_killed_run_reads_as_interrupted_and_its_chunks_still_query(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    env = {**os.environ, "COMMONPOOL_STORE": str(store), "PYTHONPATH": str(ROOT)}
+    # Small flushes so the run has chunks on disk long before it would finish.
+    script = (
+        "import commonpool.engine as e, commonpool.recorder as r\n"
+        "orig = r.Recorder.__init__\n"
+        "def small(self, *a, flush_every, **k): orig(self, *a, flush_every=200, **k)\n"
+        "r.Recorder.__init__ = small\n"
+        "from commonpool import SimulationConfig, run_simulation\n"
+        "run_simulation(SimulationConfig(simulation_id='killed', seed=1, num_participants=400,"
+        " min_exchanges=50_000_000, max_exchanges=50_000_000), None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT)
+    chunks = store / "runs" / "killed" / "exchanges"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(chunks.glob("part-*.parquet"))) < 3:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    listing = cli("runs", "list", store=store, check=True).stdout
+    counted = json.loads(cli("sql", "SELECT count(*) AS n, max(exchange_id) AS last FROM exchanges",
+                             "--format", "json", store=store, check=True).stdout)[0]
+    assert "killed" in listing and "interrupted" in listing and "running" not in listing
+    assert counted["n"] >= 600 and counted["n"] == counted["last"]
+
+
+def test_roster_round_trips_through_a_file_the_user_edits(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    roster = cli("roster", "--num-participants", "6", "--seed", "2", store=store, check=True).stdout
+    path = tmp_path / "roster.csv"
+    path.write_text(roster.replace("Ada,", "Ada Lovelace,", 1))
+    cli("run", "--roster", str(path), "--simulation-id", "r", store=store, check=True)
+    names = json.loads(cli("sql", "SELECT name FROM participants ORDER BY participant_id", "--format", "json",
+                           store=store, check=True).stdout)
+    assert len(names) == 6 and names[0]["name"] == "Ada Lovelace"
+    broken = tmp_path / "broken.csv"
+    broken.write_text(roster.replace("cautious", "reckless", 1))
+    done = cli("run", "--roster", str(broken), store=store)
+    assert done.returncode == 2 and "reckless" in done.stderr
