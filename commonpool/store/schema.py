@@ -1,0 +1,178 @@
+"""The public tables of the run store: one place that names every column and its type.
+
+The writer validates chunks against these schemas, the reader builds empty views
+from them when a table has no file yet, and the README documents them. Every
+table carries run_id. Resource columns hold resource names (dictionary-encoded
+on disk, so repeating a name costs nothing).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_RES = pa.dictionary(pa.int16(), pa.string())
+
+# Tables written as Parquet chunks under data/runs/<run_id>/<table>/.
+TABLES: dict[str, pa.Schema] = {
+    "resources": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("resource_id", pa.int16()),
+            ("name", pa.string()),
+            ("kind", pa.string()),
+        ]
+    ),
+    "participants": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("participant_id", pa.int32()),
+            ("name", pa.string()),
+            ("personality", pa.string()),
+            ("traits", pa.string()),  # JSON object of the personality's trait values
+            ("notes", pa.string()),
+            ("brain", pa.string()),  # "rules" or a LiteLLM model string
+            ("initial_utility", pa.float64()),  # economy.utility of the initial holdings
+        ]
+    ),
+    "initial_holdings": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("participant_id", pa.int32()),
+            ("resource", _RES),
+            ("quantity", pa.int64()),
+        ]
+    ),
+    "needs": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("participant_id", pa.int32()),
+            ("resource", _RES),
+            ("need", pa.int64()),
+            ("want", pa.float64()),
+        ]
+    ),
+    "exchanges": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("exchange_id", pa.int64()),
+            ("round", pa.int32()),
+            ("initiator_id", pa.int32()),
+            ("responder_id", pa.int32()),
+            ("outcome", _RES),  # accepted, rejected, no_deal, invalid, error
+            ("turns", pa.int16()),
+            ("initiator_gives", _RES),
+            ("initiator_gives_qty", pa.int64()),
+            ("responder_gives", _RES),
+            ("responder_gives_qty", pa.int64()),
+            ("initiator_utility_before", pa.float64()),
+            ("initiator_utility_after", pa.float64()),
+            ("responder_utility_before", pa.float64()),
+            ("responder_utility_after", pa.float64()),
+            ("reason", pa.string()),
+        ]
+    ),
+    "offers": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("exchange_id", pa.int64()),
+            ("turn", pa.int16()),
+            ("speaker_id", pa.int32()),
+            ("action", _RES),  # propose, counter, accept, reject
+            ("initiator_gives", _RES),
+            ("initiator_gives_qty", pa.int64()),
+            ("responder_gives", _RES),
+            ("responder_gives_qty", pa.int64()),
+            ("message", pa.string()),  # the speaker's words: model text, or the rules brain's template
+            ("source", _RES),  # rules, llm, fallback
+            ("fallback_reason", pa.string()),
+        ]
+    ),
+    "advice": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("exchange_id", pa.int64()),
+            ("round", pa.int32()),
+            ("initiator_gives", _RES),
+            ("initiator_gives_qty", pa.int64()),
+            ("responder_gives", _RES),
+            ("responder_gives_qty", pa.int64()),
+            ("typical_rate", pa.float64()),  # past mean units of initiator_gives per unit of responder_gives
+            ("typical_rate_trades", pa.int64()),  # accepted trades behind typical_rate
+            ("initiator_deals", pa.int64()),  # initiator's accepted deals before this exchange
+            ("initiator_meetings", pa.int64()),
+            ("responder_deals", pa.int64()),
+            ("responder_meetings", pa.int64()),
+            ("note", pa.string()),
+            ("source", _RES),
+        ]
+    ),
+    "valuations": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("round", pa.int32()),
+            ("resource", _RES),
+            ("valuation", pa.float64()),
+        ]
+    ),
+    "transfers": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("exchange_id", pa.int64()),
+            ("from_id", pa.int32()),
+            ("to_id", pa.int32()),
+            ("resource", _RES),
+            ("quantity", pa.int64()),
+        ]
+    ),
+    "llm_calls": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("call_id", pa.int64()),
+            ("exchange_id", pa.int64()),
+            ("turn", pa.int16()),
+            ("role", pa.string()),  # initiator, responder, facilitator
+            ("participant_id", pa.int32()),
+            ("model", pa.string()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("cost_usd", pa.float64()),
+            ("latency_ms", pa.float64()),
+            ("cached", pa.bool_()),
+            ("attempt", pa.int16()),
+            ("error", pa.string()),
+        ]
+    ),
+}
+
+OUTCOMES = ("accepted", "rejected", "no_deal", "invalid", "error")
+ACTIONS = ("propose", "counter", "accept", "reject")
+SOURCES = ("rules", "llm", "fallback")
+RUN_STATUSES = ("running", "completed", "failed", "interrupted", "cancelled")
+
+# The `runs` view: one row per run, built by the reader from each run.json (not
+# from Parquet, because a run's status and counters change while it runs). The
+# writer checks meta and update() values against these types, so a wrong type
+# fails in the engine that wrote it rather than later in every reader.
+RUNS: pa.Schema = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("status", pa.string()),  # one of RUN_STATUSES; "interrupted" is computed by the reader
+        ("seed", pa.int64()),
+        ("engine", pa.string()),
+        ("model", pa.string()),
+        ("facilitator", pa.string()),  # "rules", a model string, or "off" (control run)
+        ("num_participants", pa.int64()),
+        ("exchanges_target", pa.int64()),
+        ("exchanges_recorded", pa.int64()),
+        ("accepted", pa.int64()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("duration_s", pa.float64()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("llm_calls", pa.int64()),
+        ("error", pa.string()),
+        ("config", pa.string()),  # JSON text of run.json's "config" object
+    ]
+)
