@@ -13,12 +13,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import ValidationError
 
 from commonpool.config import DEFAULT_RESOURCES, ResourceSpec, SimulationConfig
 from commonpool.personalities import Personality
+
+if TYPE_CHECKING:
+    from commonpool.engine import RunResult
 
 EXIT_BAD_INPUT = 2
 
@@ -103,6 +106,14 @@ def build_parser() -> Parser:
     export.add_argument("run_id")
     export.add_argument("--format", default="parquet", help="json | csv | parquet | duckdb")
     export.add_argument("--dest", type=Path, default=None, help="where (default: exports/<run_id>.<format>)")
+
+    metrics = sub.add_parser("metrics", parents=[store], help="one run's metrics: activity, welfare, distribution, network")
+    metrics.add_argument("run_id")
+    metrics.add_argument("--json", action="store_true")
+
+    resume = sub.add_parser("resume", parents=[store], help="continue an interrupted or failed run without paying again")
+    resume.add_argument("run_id")
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     roster = sub.add_parser("roster", parents=[store], help="print a generated roster to edit and run with --roster")
     roster.add_argument("--num-participants", default="10")
@@ -260,13 +271,41 @@ def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     finally:
         if bar:
             bar.close()
-    print(f"run {result.run_id}: {result.status}, {result.exchanges} exchanges, {result.accepted} accepted "
-          f"({result.accepted / max(result.exchanges, 1):.0%}) in {result.seconds:.2f}s")
-    print(f"stored in {result.path}")
+    _report(result)
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         log = export_run(store, result.run_id, "json", args.output_dir / f"{result.run_id}.json")
         print(f"JSON log: {log}")
+    return 0 if result.status == "completed" else 1
+
+
+def _report(result: RunResult) -> None:
+    print(f"run {result.run_id}: {result.status}, {result.exchanges} exchanges, {result.accepted} accepted "
+          f"({result.accepted / max(result.exchanges, 1):.0%}) in {result.seconds:.2f}s")
+    if result.llm.get("llm_calls"):
+        llm = result.llm
+        print(f"LLM: {int(llm['llm_calls'])} calls, {int(llm['prompt_tokens'])} prompt + "
+              f"{int(llm['completion_tokens'])} completion tokens, ${llm['cost_usd']:.4f}")
+    if result.error:
+        print(f"error: {result.error}")  # already scrubbed of keys by commonpool.llm
+    print(f"stored in {result.path}")
+
+
+def cmd_resume(args: argparse.Namespace, store_root: Path) -> int:
+    from commonpool.resume import ResumeError, resume_simulation
+    from commonpool.store import RunNotFoundError
+
+    bar = _progress_bar(args.no_progress)
+    try:
+        result = resume_simulation(args.run_id, store_root, progress=bar.update if bar else None)
+    except RunNotFoundError:
+        raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
+    except ResumeError as exc:
+        raise BadInput(f"run_id: {exc}") from None
+    finally:
+        if bar:
+            bar.close()
+    _report(result)
     return 0 if result.status == "completed" else 1
 
 
@@ -395,10 +434,52 @@ def cmd_roster(args: argparse.Namespace, store_root: Path) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "runs": cmd_runs, "sql": cmd_sql, "export": cmd_export, "roster": cmd_roster}
+def cmd_metrics(args: argparse.Namespace, store_root: Path) -> int:
+    from commonpool import metrics
+    from commonpool.store import RunNotFoundError, Store
+
+    try:
+        Store(store_root).run(args.run_id)
+    except RunNotFoundError:
+        raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
+    con = Store(store_root).connect()
+    try:
+        summary = metrics.summary(con, args.run_id)
+        network = metrics.network_summary(con, args.run_id)
+        groups = metrics.by_personality(con, args.run_id)
+    finally:
+        con.close()
+    # NaN is not JSON: empty cells (no trades, no LLM calls) become null.
+    group_rows = [{k: metrics.plain(v) for k, v in row.items()} for row in groups.to_dict("records")]
+    if args.json:
+        print(json.dumps({"run_id": args.run_id, "summary": summary, "network": network,
+                          "by_personality": group_rows}, indent=2))
+        return 0
+    width = max(len(k) for k in (*summary, *network))
+    for key, value in (*summary.items(), *network.items()):
+        print(f"{key:>{width}}: {_cell(value)}")
+    print()
+    _print_table(list(groups.columns), [[_cell(v) for v in row.values()] for row in group_rows])
+    return 0
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+COMMANDS = {
+    "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs, "sql": cmd_sql, "export": cmd_export, "roster": cmd_roster, "metrics": cmd_metrics,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from commonpool.llm.settings import load_env
+
+    load_env()  # before anything reads COMMONPOOL_STORE, OPENAI_API_BASE or a key
     parser = build_parser()
     args = parser.parse_args(argv)
     store_root = args.store or default_store()

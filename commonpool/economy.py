@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 # SQL form of need fulfilment over columns named held / need, used by metrics.
-NEED_FULFILMENT_SQL = "sum(least(held, need))::DOUBLE / nullif(sum(need), 0)"
+NEED_FULFILMENT_SQL = "coalesce(sum(least(held, need))::DOUBLE / nullif(sum(need), 0), 1.0)"
 
 
 def resource_value(

@@ -1,0 +1,840 @@
+"""The analyses: every metric is one DuckDB query over the public tables.
+
+The dashboard, the CLI and the tests call these functions, so a number in a
+chart, in `commonpool metrics` and in a test is the same number. Each function
+takes a connection from ``Store(root).connect()`` and returns a pandas
+DataFrame (a dict for the summaries); the contract is docs/metrics-api.md and
+the definitions are also tabled in docs/MODEL.md.
+
+Conventions shared by every query:
+
+- Utility is never recomputed here: it is read from what the engine recorded
+  with economy.utility. A participant's utility at the start is
+  participants.initial_utility; at the end it is the ``*_utility_after`` of
+  their last accepted exchange (nothing else changes holdings), else the
+  initial one.
+- Need fulfilment is economy.NEED_FULFILMENT_SQL over (held, need) rows.
+- Holdings are valued at the facilitator's valuations of the run's last
+  round (the same prices for the initial and final holdings, so a change in
+  their Gini is a change of distribution, not of prices). A control run has
+  no facilitator and so no valuations: each unit then counts 1.
+- Windows split a run's exchanges (all outcomes) into ``windows`` equal
+  slices by exchange_id, numbered 0..windows-1 (DuckDB's ntile, so slice
+  sizes differ by at most one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import duckdb
+import pandas as pd
+
+from commonpool.economy import NEED_FULFILMENT_SQL
+from commonpool.store.errors import RunNotFoundError
+from commonpool.store.reader import sql_string
+
+# A trade counts as individually rational for a side when its utility did not
+# fall by more than float noise (both sides' utilities are recomputed sums).
+_TOLERANCE = 1e-9
+
+# --- shared CTEs ---------------------------------------------------------------------------------
+# Each is defined once and pasted into the queries that need it; {runs} is the
+# run filter (a literal IN-list, so DuckDB can skip other runs' Parquet files).
+
+_SIDES = """
+sides AS (  -- one row per participant per exchange it took part in, from its own side
+    SELECT run_id, exchange_id, outcome, turns, 'initiator' AS role,
+           initiator_id AS participant_id, responder_id AS partner_id,
+           initiator_utility_after - initiator_utility_before AS gain,
+           responder_utility_after - responder_utility_before AS partner_gain,
+           initiator_utility_after AS utility_after
+    FROM exchanges WHERE {runs}
+    UNION ALL
+    SELECT run_id, exchange_id, outcome, turns, 'responder',
+           responder_id, initiator_id,
+           responder_utility_after - responder_utility_before,
+           initiator_utility_after - initiator_utility_before,
+           responder_utility_after
+    FROM exchanges WHERE {runs}
+)"""
+
+_UTILITY = _SIDES + """,
+people AS (
+    SELECT run_id, participant_id, name, personality, initial_utility FROM participants WHERE {runs}
+),
+last_deal AS (  -- utility after each participant's last accepted exchange
+    SELECT run_id, participant_id, arg_max(utility_after, exchange_id) AS utility_after
+    FROM sides WHERE outcome = 'accepted' GROUP BY run_id, participant_id
+),
+utility AS (  -- initial and final utility of every participant
+    SELECT p.run_id, p.participant_id, p.name, p.personality,
+           p.initial_utility AS initial,
+           coalesce(d.utility_after, p.initial_utility) AS final
+    FROM people AS p LEFT JOIN last_deal AS d USING (run_id, participant_id)
+)"""
+
+_NEED_ROWS = """
+need_rows AS (  -- participant x resource: units needed and held, at the start and at the end
+    SELECT n.run_id, n.participant_id, 'initial' AS "when", n.need, coalesce(h.quantity, 0) AS held
+    FROM needs AS n LEFT JOIN initial_holdings AS h USING (run_id, participant_id, resource)
+    WHERE n.{runs}
+    UNION ALL
+    SELECT n.run_id, n.participant_id, 'final', n.need, coalesce(h.quantity, 0)
+    FROM needs AS n LEFT JOIN final_holdings AS h USING (run_id, participant_id, resource)
+    WHERE n.{runs}
+)"""
+
+_HOLDING_VALUES = """
+last_valuations AS (  -- the facilitator's valuations of the run's last round
+    SELECT run_id, resource, arg_max(valuation, round) AS valuation
+    FROM valuations WHERE {runs} GROUP BY run_id, resource
+),
+prices AS (  -- control runs have no valuations: one unit counts 1
+    SELECT r.run_id, r.name AS resource, coalesce(v.valuation, 1.0) AS price
+    FROM resources AS r LEFT JOIN last_valuations AS v ON v.run_id = r.run_id AND v.resource = r.name
+    WHERE r.{runs}
+),
+held AS (
+    SELECT run_id, participant_id, 'initial' AS "when", resource, quantity FROM initial_holdings WHERE {runs}
+    UNION ALL
+    SELECT run_id, participant_id, 'final', resource, quantity FROM final_holdings WHERE {runs}
+),
+holding_values AS (  -- each participant's holdings at those prices, at the start and at the end
+    SELECT p.run_id, p.participant_id, w."when", coalesce(sum(h.quantity * pr.price), 0) AS value
+    FROM participants AS p
+    CROSS JOIN (VALUES ('initial'), ('final')) AS w("when")
+    LEFT JOIN held AS h ON h.run_id = p.run_id AND h.participant_id = p.participant_id AND h."when" = w."when"
+    LEFT JOIN prices AS pr ON pr.run_id = h.run_id AND pr.resource = h.resource
+    WHERE p.{runs}
+    GROUP BY p.run_id, p.participant_id, w."when"
+)"""
+
+# Long form of the two distributed quantities: (run, quantity, when, participant, value).
+_DISTRIBUTION = (
+    _UTILITY
+    + ","
+    + _HOLDING_VALUES
+    + """,
+distribution AS (
+    SELECT run_id, 'utility' AS quantity, 'initial' AS "when", participant_id, initial AS value FROM utility
+    UNION ALL SELECT run_id, 'utility', 'final', participant_id, final FROM utility
+    UNION ALL SELECT run_id, 'holdings', "when", participant_id, value FROM holding_values
+),
+ranked AS (  -- ascending rank i = 1..n of each value within its distribution
+    SELECT *, row_number() OVER (PARTITION BY run_id, quantity, "when" ORDER BY value, participant_id) AS i,
+           count(*) OVER (PARTITION BY run_id, quantity, "when") AS n
+    FROM distribution
+),
+inequality AS (
+    -- Gini (1912), rank form: G = 2 sum_i i x_(i) / (n sum_i x_i) - (n + 1) / n.
+    -- Nash welfare (Nash 1950; Kaneko & Nakamura 1979) as the geometric mean of
+    -- utilities, 0 when anyone's is 0. Rawls (1971): the least utility.
+    SELECT run_id, quantity, "when",
+           2 * sum(i * value) / nullif(max(n) * sum(value), 0) - (max(n) + 1) / max(n) AS gini,
+           CASE WHEN min(value) > 0 THEN exp(avg(ln(greatest(value, 1e-300)))) ELSE 0.0 END AS nash,
+           min(value) AS minimum
+    FROM ranked GROUP BY run_id, quantity, "when"
+)"""
+)
+
+_WINDOWED = """
+windowed AS (  -- each exchange's window: equal slices by exchange_id
+    SELECT *, ntile($windows) OVER (PARTITION BY run_id ORDER BY exchange_id) - 1 AS "window"
+    FROM exchanges WHERE {runs}
+)"""
+
+_RATES = (
+    _WINDOWED
+    + """,
+rates AS (  -- every accepted swap as a rate of its alphabetical pair
+    SELECT run_id, exchange_id, "window",
+           least(initiator_gives, responder_gives) || '/' || greatest(initiator_gives, responder_gives) AS pair,
+           CASE WHEN initiator_gives < responder_gives
+                THEN initiator_gives_qty::DOUBLE / responder_gives_qty
+                ELSE responder_gives_qty::DOUBLE / initiator_gives_qty END AS rate
+    FROM windowed WHERE outcome = 'accepted'
+)"""
+)
+
+_EDGES = """
+meetings AS (  -- one row per exchange, the pair in id order
+    SELECT run_id, least(initiator_id, responder_id) AS a, greatest(initiator_id, responder_id) AS b,
+           initiator_id, responder_id, exchange_id, outcome = 'accepted' AS traded
+    FROM exchanges WHERE {runs}
+),
+trade_edges AS (  -- the trade network: undirected, unweighted, both directions listed
+    SELECT DISTINCT run_id, a AS u, b AS v FROM meetings WHERE traded
+    UNION SELECT DISTINCT run_id, b, a FROM meetings WHERE traded
+),
+degrees AS (SELECT run_id, u, count(*) AS degree FROM trade_edges GROUP BY run_id, u),
+triangles AS (  -- links among each node's partners, each counted once
+    SELECT e1.run_id, e1.u, count(*) AS links
+    FROM trade_edges AS e1
+    JOIN trade_edges AS e2 ON e2.run_id = e1.run_id AND e2.u = e1.u AND e1.v < e2.v
+    JOIN trade_edges AS e3 ON e3.run_id = e1.run_id AND e3.u = e1.v AND e3.v = e2.v
+    GROUP BY e1.run_id, e1.u
+),
+nodes AS (
+    -- Local clustering coefficient (Watts & Strogatz 1998): links among a node's
+    -- trade partners / (k (k - 1) / 2); 0 when k < 2 (the networkx convention).
+    SELECT p.run_id, p.participant_id, p.name, p.personality,
+           coalesce(d.degree, 0) AS degree,
+           CASE WHEN coalesce(d.degree, 0) < 2 THEN 0.0
+                ELSE coalesce(t.links, 0) / (d.degree * (d.degree - 1) / 2.0) END AS clustering
+    FROM participants AS p
+    LEFT JOIN degrees AS d ON d.run_id = p.run_id AND d.u = p.participant_id
+    LEFT JOIN triangles AS t ON t.run_id = p.run_id AND t.u = p.participant_id
+    WHERE p.{runs}
+)"""
+
+
+def _runs(run_ids: Sequence[str], column: str = "run_id") -> str:
+    return f"{column} IN ({', '.join(sql_string(r) for r in run_ids)})"
+
+
+def _sql(template: str, run_ids: Sequence[str]) -> str:
+    # The CTEs write "{runs}" for an unqualified filter and "x.{runs}" for a qualified one.
+    return template.replace("{runs}", _runs(run_ids))
+
+
+def _check_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None:
+    found = {row[0] for row in con.execute(f"SELECT run_id FROM runs WHERE {_runs(run_ids)}").fetchall()}
+    for run_id in run_ids:
+        if run_id not in found:
+            raise RunNotFoundError(run_id)
+
+
+def _frame(
+    con: duckdb.DuckDBPyConnection, template: str, run_id: str, params: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    _check_runs(con, [run_id])
+    return con.execute(_sql(template, [run_id]), params or {}).df()
+
+
+def plain(value: Any) -> Any:
+    """A JSON-friendly Python scalar: numpy numbers become int/float, NaN becomes None."""
+    if value is None or value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+_SUMMARY_SQL = (
+    "WITH"
+    + _DISTRIBUTION
+    + ","
+    + _NEED_ROWS
+    + f""",
+selected AS (SELECT run_id FROM runs WHERE {{runs}}),
+activity AS (
+    SELECT run_id,
+           count(*) AS exchanges,
+           count(*) FILTER (outcome = 'accepted') AS accepted,
+           count(*) FILTER (outcome = 'invalid') AS invalid,
+           count(*) FILTER (outcome = 'error') AS errors,
+           avg(turns) FILTER (outcome = 'accepted') AS mean_turns_to_agreement,
+           count(*) FILTER (outcome = 'accepted'
+                            AND initiator_utility_after >= initiator_utility_before - {_TOLERANCE}
+                            AND responder_utility_after >= responder_utility_before - {_TOLERANCE}) AS rational
+    FROM exchanges WHERE {{runs}} GROUP BY run_id
+),
+decisions AS (  -- fallbacks among the decisions an LLM was asked for
+    SELECT run_id, count(*) FILTER (source = 'fallback') AS fallbacks,
+           count(*) FILTER (source IN ('llm', 'fallback')) AS llm_decisions
+    FROM offers WHERE {{runs}} GROUP BY run_id
+),
+calls AS (
+    SELECT run_id, count(*) AS llm_calls, sum(prompt_tokens) AS prompt_tokens,
+           sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd,
+           avg(cached::INTEGER) AS cache_hit_rate
+    FROM llm_calls WHERE {{runs}} GROUP BY run_id
+),
+welfare AS (
+    SELECT run_id, sum(initial) AS welfare_initial, sum(final) AS welfare_final FROM utility GROUP BY run_id
+),
+fulfilment_when AS (SELECT run_id, "when", {NEED_FULFILMENT_SQL} AS share FROM need_rows GROUP BY run_id, "when"),
+fulfilment AS (
+    SELECT run_id, any_value(share) FILTER ("when" = 'initial') AS need_fulfilment_initial,
+           any_value(share) FILTER ("when" = 'final') AS need_fulfilment_final
+    FROM fulfilment_when GROUP BY run_id
+)
+SELECT s.run_id,
+       coalesce(a.exchanges, 0) AS exchanges,
+       coalesce(a.accepted, 0) AS accepted,
+       a.accepted / nullif(a.exchanges, 0) AS acceptance_rate,
+       a.invalid / nullif(a.exchanges, 0) AS invalid_rate,
+       a.errors / nullif(a.exchanges, 0) AS error_rate,
+       d.fallbacks / nullif(d.llm_decisions, 0) AS fallback_rate,
+       a.mean_turns_to_agreement,
+       w.welfare_initial, w.welfare_final, w.welfare_final - w.welfare_initial AS welfare_change,
+       a.rational / nullif(a.accepted, 0) AS individually_rational_share,
+       f.need_fulfilment_initial, f.need_fulfilment_final,
+       ui.nash AS nash_welfare_initial, uf.nash AS nash_welfare_final,
+       ui.minimum AS rawls_initial, uf.minimum AS rawls_final,
+       hi.gini AS gini_holdings_initial, hf.gini AS gini_holdings_final,
+       ui.gini AS gini_utility_initial, uf.gini AS gini_utility_final,
+       coalesce(c.llm_calls, 0) AS llm_calls,
+       coalesce(c.prompt_tokens, 0)::BIGINT AS prompt_tokens,
+       coalesce(c.completion_tokens, 0)::BIGINT AS completion_tokens,
+       coalesce(c.cost_usd, 0.0) AS cost_usd,
+       c.cache_hit_rate,
+       coalesce(c.llm_calls, 0) / nullif(a.exchanges, 0) AS calls_per_exchange
+FROM selected AS s
+LEFT JOIN activity AS a USING (run_id)
+LEFT JOIN decisions AS d USING (run_id)
+LEFT JOIN calls AS c USING (run_id)
+LEFT JOIN welfare AS w USING (run_id)
+LEFT JOIN fulfilment AS f USING (run_id)
+LEFT JOIN inequality AS ui ON ui.run_id = s.run_id AND ui.quantity = 'utility' AND ui."when" = 'initial'
+LEFT JOIN inequality AS uf ON uf.run_id = s.run_id AND uf.quantity = 'utility' AND uf."when" = 'final'
+LEFT JOIN inequality AS hi ON hi.run_id = s.run_id AND hi.quantity = 'holdings' AND hi."when" = 'initial'
+LEFT JOIN inequality AS hf ON hf.run_id = s.run_id AND hf.quantity = 'holdings' AND hf."when" = 'final'
+"""
+)
+
+
+def compare(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> pd.DataFrame:
+    """One row per run, in the order given: run_id plus every key of summary().
+
+    See summary() for the definitions; this is the same query over several runs.
+    """
+    run_ids = list(dict.fromkeys(run_ids))
+    if not run_ids:
+        # "" is never a run id (the writer refuses it): the columns, no rows.
+        return con.execute(_sql(_SUMMARY_SQL, [""])).df()
+    _check_runs(con, run_ids)
+    frame = con.execute(_sql(_SUMMARY_SQL, run_ids)).df()
+    order = {r: k for k, r in enumerate(run_ids)}
+    return frame.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """The run in one dict.
+
+    Activity: exchanges (all outcomes); accepted; acceptance_rate = accepted /
+    exchanges; invalid_rate and error_rate likewise; fallback_rate = offers
+    whose source is 'fallback' / offers an LLM was asked for (source llm or
+    fallback), None for a rules-only run; mean_turns_to_agreement = mean turns
+    of accepted exchanges.
+
+    Welfare: welfare_initial / welfare_final = sum of participants' initial /
+    final utility (economy.utility, as recorded), welfare_change their
+    difference; individually_rational_share = share of accepted trades where
+    neither side's utility fell (Pareto-improving voluntary exchange);
+    need_fulfilment_* = sum_i,r min(h_ir, n_ir) / sum_i,r n_ir over the whole
+    community (economy.NEED_FULFILMENT_SQL); nash_welfare_* = geometric mean of
+    utilities (Nash social welfare, Nash 1950, Kaneko & Nakamura 1979; the
+    n-th root of the product, 0 when anyone has 0); rawls_* = the least
+    utility (Rawls 1971, maximin).
+
+    Distribution: gini_holdings_* = Gini (1912) of each participant's
+    holdings valued at the facilitator's last-round valuations (1 per unit in
+    a control run), gini_utility_* = Gini of utilities; G = 2 sum_i i x_(i) /
+    (n sum x) - (n + 1) / n with x ascending.
+
+    Cost (LLM runs): llm_calls, prompt_tokens, completion_tokens, cost_usd
+    (sums over llm_calls), cache_hit_rate = share of calls served from cache
+    (None without calls), calls_per_exchange = llm_calls / exchanges.
+    """
+    row = compare(con, [run_id]).iloc[0].to_dict()
+    row.pop("run_id")
+    return {key: plain(value) for key, value in row.items()}
+
+
+# --- activity ------------------------------------------------------------------------------------
+
+_ACTIVITY_SQL = (
+    "WITH"
+    + _WINDOWED
+    + """,
+fallbacks AS (SELECT exchange_id, count(*) AS fallbacks FROM offers WHERE {runs} AND source = 'fallback' GROUP BY exchange_id)
+SELECT "window", min(exchange_id) AS first_exchange, max(exchange_id) AS last_exchange,
+       count(*) AS exchanges,
+       count(*) FILTER (outcome = 'accepted') AS accepted,
+       count(*) FILTER (outcome = 'accepted') / count(*) AS acceptance_rate,
+       avg(turns) AS mean_turns,
+       count(*) FILTER (outcome = 'invalid') AS invalid,
+       coalesce(sum(f.fallbacks), 0)::BIGINT AS fallbacks
+FROM windowed LEFT JOIN fallbacks AS f USING (exchange_id)
+GROUP BY "window" ORDER BY "window"
+"""
+)
+
+
+def activity(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 20) -> pd.DataFrame:
+    """Exchanges per window: how many, accepted and acceptance_rate (accepted /
+    exchanges), mean_turns (all outcomes), invalid (agreed swaps the ledger
+    refused) and fallbacks (LLM decisions replaced by the rules brain).
+
+    Trade volume per window (``accepted``) is the series whose decay Epstein &
+    Axtell (1996, ch. IV) show as marginal rates of substitution equalise.
+    """
+    return _frame(con, _ACTIVITY_SQL, run_id, {"windows": windows})
+
+
+_AGREEMENT_BY_TURN_SQL = """
+WITH ended AS (
+    SELECT turns AS turn, count(*) AS exchanges_ended, count(*) FILTER (outcome = 'accepted') AS accepted
+    FROM exchanges WHERE {runs} GROUP BY turns
+)
+SELECT turn, exchanges_ended, accepted, accepted / nullif(sum(accepted) OVER (), 0) AS share_of_agreements
+FROM ended ORDER BY turn
+"""
+
+
+def agreement_by_turn(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """For each turn t: exchanges that ended at turn t, how many of them were
+    accepted, and share_of_agreements = accepted at t / all accepted."""
+    return _frame(con, _AGREEMENT_BY_TURN_SQL, run_id)
+
+
+# --- welfare and distribution --------------------------------------------------------------------
+
+_NEED_FULFILMENT_SQL = (
+    "WITH"
+    + _NEED_ROWS
+    + f""",
+per_when AS (SELECT participant_id, "when", {NEED_FULFILMENT_SQL} AS share FROM need_rows GROUP BY participant_id, "when"),
+per_participant AS (
+    SELECT participant_id, any_value(share) FILTER ("when" = 'initial') AS initial,
+           any_value(share) FILTER ("when" = 'final') AS final
+    FROM per_when GROUP BY participant_id
+)
+SELECT p.participant_id, p.name, p.personality, coalesce(n.initial, 1.0) AS initial, coalesce(n.final, 1.0) AS final
+FROM participants AS p LEFT JOIN per_participant AS n USING (participant_id)
+WHERE p.{{runs}} ORDER BY p.participant_id
+"""
+)
+
+
+def need_fulfilment(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Each participant's share of needed units held, sum_r min(h_r, n_r) /
+    sum_r n_r (economy.NEED_FULFILMENT_SQL; 1.0 when nothing is needed), at
+    the start (initial) and at the end (final)."""
+    return _frame(con, _NEED_FULFILMENT_SQL, run_id)
+
+
+_LORENZ_SQL = (
+    "WITH"
+    + _DISTRIBUTION
+    + """
+SELECT "when", 0.0 AS population_share, 0.0 AS value_share
+FROM (VALUES ('initial'), ('final')) AS w("when")
+UNION ALL
+SELECT "when", i / n AS population_share,
+       sum(value) OVER (PARTITION BY "when" ORDER BY i) / nullif(sum(value) OVER (PARTITION BY "when"), 0)
+FROM ranked WHERE quantity = $quantity
+ORDER BY "when" DESC, population_share
+"""
+)
+
+
+def lorenz(
+    con: duckdb.DuckDBPyConnection, run_id: str, quantity: Literal["holdings", "utility"] = "holdings"
+) -> pd.DataFrame:
+    """Lorenz curve (Lorenz 1905) of holdings value or utility, initial and
+    final: participants sorted by value ascending, population_share = k / n,
+    value_share = the k poorest's share of the total; starts at (0, 0).
+
+    Holdings are valued as in summary() (last-round facilitator valuations, 1
+    per unit in a control run). The Gini coefficient is twice the area between
+    this curve and the diagonal.
+    """
+    if quantity not in ("holdings", "utility"):
+        raise ValueError(f"quantity must be 'holdings' or 'utility', got {quantity!r}")
+    return _frame(con, _LORENZ_SQL, run_id, {"quantity": quantity})
+
+
+_WELFARE_OVER_TIME_SQL = (
+    "WITH"
+    + _WINDOWED
+    + """,
+start AS (SELECT sum(initial_utility) AS welfare FROM participants WHERE {runs}),
+per_window AS (  -- utility only changes in accepted exchanges, by both sides' recorded gains
+    SELECT "window", max(exchange_id) AS last_exchange,
+           coalesce(sum(initiator_utility_after - initiator_utility_before
+                        + responder_utility_after - responder_utility_before) FILTER (outcome = 'accepted'), 0) AS change
+    FROM windowed GROUP BY "window"
+)
+SELECT "window", last_exchange, change,
+       (SELECT welfare FROM start) + sum(change) OVER (ORDER BY "window") AS welfare
+FROM per_window ORDER BY "window"
+"""
+)
+
+
+def welfare_over_time(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 20) -> pd.DataFrame:
+    """Total utility at the end of each window: the initial total plus the
+    recorded utility change of both sides of every accepted exchange so far
+    (change = the window's part of it). Its last value is summary()'s
+    welfare_final up to float rounding."""
+    return _frame(con, _WELFARE_OVER_TIME_SQL, run_id, {"windows": windows})
+
+
+_SURPLUS_SPLIT_SQL = """
+WITH deals AS (
+    SELECT exchange_id, initiator_id, responder_id,
+           initiator_utility_after - initiator_utility_before AS initiator_gain,
+           responder_utility_after - responder_utility_before AS responder_gain
+    FROM exchanges WHERE {runs} AND outcome = 'accepted'
+),
+people AS (SELECT participant_id, personality FROM participants WHERE {runs})
+SELECT d.exchange_id, i.personality AS initiator_personality, r.personality AS responder_personality,
+       d.initiator_gain, d.responder_gain,
+       CASE WHEN d.initiator_gain + d.responder_gain > 0
+            THEN d.initiator_gain / (d.initiator_gain + d.responder_gain) END AS initiator_share
+FROM deals AS d
+JOIN people AS i ON i.participant_id = d.initiator_id
+JOIN people AS r ON r.participant_id = d.responder_id
+ORDER BY d.exchange_id
+"""
+
+
+def surplus_split(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """How each accepted deal's surplus was split: each side's utility gain and
+    initiator_share = initiator_gain / (initiator_gain + responder_gain)
+    (None when the joint gain is not positive). The symmetric Nash bargaining
+    solution (Nash 1950) splits equal-utility-scale surplus 0.5 / 0.5."""
+    return _frame(con, _SURPLUS_SPLIT_SQL, run_id)
+
+
+# --- prices --------------------------------------------------------------------------------------
+
+_EXCHANGE_RATES_SQL = (
+    "WITH"
+    + _RATES
+    + """
+SELECT exchange_id, "window", pair, rate, ln(rate) AS log_rate FROM rates ORDER BY exchange_id
+"""
+)
+
+
+def exchange_rates(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 10) -> pd.DataFrame:
+    """The implicit exchange rate of every accepted trade.
+
+    pair = the two resources in alphabetical order joined by '/', rate = units
+    of the first given per unit of the second (the barter price of the second
+    in units of the first), log_rate = ln(rate); window as in price_dispersion.
+    """
+    return _frame(con, _EXCHANGE_RATES_SQL, run_id, {"windows": windows})
+
+
+_PRICE_DISPERSION_SQL = (
+    "WITH"
+    + _RATES
+    + """,
+by_pair AS (
+    SELECT "window", pair, count(*) AS trades, avg(ln(rate)) AS mean_log_rate, stddev_samp(ln(rate)) AS sd_log_rate
+    FROM rates GROUP BY "window", pair
+),
+pooled AS (  -- within-pair spread pooled over pairs: sqrt(sum (n_p - 1) s_p^2 / sum (n_p - 1))
+    SELECT "window", 'all' AS pair, sum(trades) AS trades, NULL::DOUBLE AS mean_log_rate,
+           sqrt(sum((trades - 1) * coalesce(sd_log_rate, 0) ^ 2) / nullif(sum(trades - 1), 0)) AS sd_log_rate
+    FROM by_pair GROUP BY "window"
+)
+SELECT "window", pair, trades::BIGINT AS trades, mean_log_rate, sd_log_rate FROM pooled
+UNION ALL
+SELECT "window", pair, trades, mean_log_rate, sd_log_rate FROM by_pair
+ORDER BY "window", pair != 'all', pair
+"""
+)
+
+
+def price_dispersion(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 10) -> pd.DataFrame:
+    """Per window and resource pair: trades, mean and sample standard deviation
+    of the log exchange rate (see exchange_rates).
+
+    Falling SD of log price is the convergence result of Epstein & Axtell
+    (1996, ch. IV; Mesa's Sugarscape G1mt example shows it for one pair). With
+    many pairs, the row pair = 'all' gives the pooled within-pair SD,
+    sqrt(sum_p (n_p - 1) s_p^2 / sum_p (n_p - 1)), so different price levels
+    of different pairs do not count as dispersion; its mean_log_rate is None
+    (log rates of different pairs have no common unit). Windows with no trade
+    have no rows.
+    """
+    return _frame(con, _PRICE_DISPERSION_SQL, run_id, {"windows": windows})
+
+
+_HOLDINGS_OVER_TIME_SQL = (
+    "WITH"
+    + _WINDOWED
+    + """,
+people AS (SELECT participant_id, personality FROM participants WHERE {runs}),
+ends AS (SELECT DISTINCT "window" FROM windowed),
+start AS (
+    SELECT p.personality, h.resource, sum(h.quantity) AS quantity
+    FROM initial_holdings AS h JOIN people AS p USING (participant_id)
+    WHERE h.{runs} GROUP BY p.personality, h.resource
+),
+moves AS (  -- each transfer as a gain to the receiver's group and a loss to the giver's
+    SELECT exchange_id, to_id AS participant_id, resource, quantity FROM transfers WHERE {runs}
+    UNION ALL SELECT exchange_id, from_id, resource, -quantity FROM transfers WHERE {runs}
+),
+flows AS (
+    SELECT w."window", p.personality, m.resource, sum(m.quantity) AS net
+    FROM moves AS m JOIN windowed AS w USING (exchange_id) JOIN people AS p USING (participant_id)
+    GROUP BY w."window", p.personality, m.resource
+)
+SELECT e."window", s.personality, s.resource,
+       (s.quantity + sum(coalesce(f.net, 0)) OVER (
+            PARTITION BY s.personality, s.resource ORDER BY e."window"))::BIGINT AS quantity
+FROM ends AS e CROSS JOIN start AS s
+LEFT JOIN flows AS f ON f."window" = e."window" AND f.personality = s.personality AND f.resource = s.resource
+ORDER BY e."window", s.personality, s.resource
+"""
+)
+
+
+def holdings_over_time(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 20) -> pd.DataFrame:
+    """Units of each resource held by each personality group at the end of
+    each window: initial holdings plus every transfer in, minus every transfer
+    out, up to the window's last exchange (the ledger's conservation identity)."""
+    return _frame(con, _HOLDINGS_OVER_TIME_SQL, run_id, {"windows": windows})
+
+
+# --- facilitator ---------------------------------------------------------------------------------
+
+_ADHERENCE_SQL = """
+WITH agreed AS (
+    SELECT e.exchange_id,
+           ln(a.initiator_gives_qty::DOUBLE / a.responder_gives_qty) AS suggested_log_rate,
+           ln(e.initiator_gives_qty::DOUBLE / e.responder_gives_qty) AS agreed_log_rate,
+           e.initiator_gives = a.initiator_gives AND e.responder_gives = a.responder_gives AS same_resources,
+           e.initiator_gives_qty = a.initiator_gives_qty AND e.responder_gives_qty = a.responder_gives_qty AS same_units
+    FROM exchanges AS e JOIN advice AS a ON a.run_id = e.run_id AND a.exchange_id = e.exchange_id
+    WHERE e.{runs} AND e.outcome = 'accepted'
+)
+SELECT exchange_id, suggested_log_rate, agreed_log_rate, same_resources,
+       CASE WHEN same_resources THEN abs(agreed_log_rate - suggested_log_rate) END AS distance,
+       same_resources AND same_units AS followed
+FROM agreed ORDER BY exchange_id
+"""
+
+
+def facilitator_adherence(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """For every accepted exchange that had advice: the suggested and agreed
+    log rates, ln(units the initiator gives / units the responder gives);
+    same_resources = the deal swapped the suggested resources in the suggested
+    direction; distance = |agreed - suggested log rate| when it did (None
+    otherwise: a different swap has no comparable rate); followed = the deal
+    was exactly the suggested swap. A control run has no rows."""
+    return _frame(con, _ADHERENCE_SQL, run_id)
+
+
+_ANCHORING_SQL = (
+    "WITH adherence AS ("
+    + _ADHERENCE_SQL.replace("ORDER BY exchange_id", "")
+    + """)
+SELECT corr(suggested_log_rate, agreed_log_rate) FROM adherence WHERE same_resources
+"""
+)
+
+
+def anchoring(con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
+    """Anchoring on the facilitator: Pearson correlation of the suggested and
+    the agreed log rate over accepted deals on the suggested resources (see
+    facilitator_adherence; Tversky & Kahneman 1974 for anchoring). None when
+    fewer than two such deals or no variation."""
+    _check_runs(con, [run_id])
+    return plain(con.execute(_sql(_ANCHORING_SQL, [run_id])).fetchone()[0])
+
+
+# --- network -------------------------------------------------------------------------------------
+
+_NETWORK_EDGES_SQL = (
+    "WITH"
+    + _EDGES
+    + """,
+pairs AS (SELECT a, b, count(*) AS meetings, count(*) FILTER (traded) AS trades FROM meetings GROUP BY a, b),
+people AS (SELECT participant_id, name, personality FROM participants WHERE {runs})
+SELECT pr.a, pr.b, pa.name AS a_name, pb.name AS b_name, pa.personality AS a_personality,
+       pb.personality AS b_personality, pr.meetings, pr.trades
+FROM pairs AS pr
+JOIN people AS pa ON pa.participant_id = pr.a
+JOIN people AS pb ON pb.participant_id = pr.b
+ORDER BY pr.a, pr.b
+"""
+)
+
+
+def network_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Who met whom: one row per unordered pair that met (a < b), with
+    meetings (exchanges of any outcome) and trades (accepted ones)."""
+    return _frame(con, _NETWORK_EDGES_SQL, run_id)
+
+
+_NETWORK_NODES_SQL = (
+    "WITH"
+    + _EDGES
+    + """,
+traded AS (
+    SELECT participant_id, count(*) AS trades FROM (
+        SELECT initiator_id AS participant_id FROM meetings WHERE traded
+        UNION ALL SELECT responder_id FROM meetings WHERE traded
+    ) GROUP BY participant_id
+)
+SELECT n.participant_id, n.name, n.personality, n.degree, coalesce(t.trades, 0) AS trades, n.clustering
+FROM nodes AS n LEFT JOIN traded AS t USING (participant_id)
+ORDER BY n.participant_id
+"""
+)
+
+
+def network_nodes(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Each participant in the trade network (an edge = at least one accepted
+    trade): degree = distinct trade partners, trades = accepted trades it was
+    in, clustering = local clustering coefficient (Watts & Strogatz 1998), 0
+    when degree < 2."""
+    return _frame(con, _NETWORK_NODES_SQL, run_id)
+
+
+_NETWORK_SUMMARY_SQL = (
+    "WITH"
+    + _EDGES
+    + """,
+pair_trades AS (SELECT a, b, count(*) AS trades FROM meetings WHERE traded GROUP BY a, b),
+repeat AS (  -- trades beyond the first of each pair, over all trades
+    SELECT (sum(trades) - count(*)) / nullif(sum(trades), 0) AS repeat_partner_share FROM pair_trades
+),
+initiated AS (SELECT DISTINCT initiator_id AS src, responder_id AS dst FROM meetings WHERE traded),
+reciprocity AS (  -- directed links i -> j (i initiated a trade with j) whose reverse also exists
+    SELECT avg((EXISTS (SELECT 1 FROM initiated AS r WHERE r.src = i.dst AND r.dst = i.src))::INTEGER) AS reciprocity
+    FROM initiated AS i
+),
+typed AS (  -- each trade edge, both directions, by the personalities at its ends
+    SELECT pu.personality AS x, pv.personality AS y
+    FROM trade_edges AS e
+    JOIN participants AS pu ON pu.run_id = e.run_id AND pu.participant_id = e.u
+    JOIN participants AS pv ON pv.run_id = e.run_id AND pv.participant_id = e.v
+),
+mixing AS (SELECT x, y, count(*) / (SELECT count(*) FROM typed) AS e FROM typed GROUP BY x, y),
+marginals AS (SELECT x, sum(e) AS a FROM mixing GROUP BY x),
+assortativity AS (
+    -- Newman (2003), Mixing patterns in networks, eq. 2: r = (sum_i e_ii - sum_i a_i^2) / (1 - sum_i a_i^2)
+    SELECT ((SELECT coalesce(sum(e), 0) FROM mixing WHERE x = y) - sum(a * a)) / nullif(1 - sum(a * a), 0)
+           AS personality_assortativity
+    FROM marginals
+)
+SELECT repeat_partner_share, reciprocity, (SELECT avg(clustering) FROM nodes) AS mean_clustering,
+       personality_assortativity
+FROM repeat, reciprocity, assortativity
+"""
+)
+
+
+def network_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """The trade network in four numbers.
+
+    repeat_partner_share = share of accepted trades made with someone the
+    participant had already traded with; reciprocity = share of directed
+    links i -> j (i initiated an accepted trade with j) whose reverse j -> i
+    also exists (Newman, Networks, 2010, sec. 6.11); mean_clustering = mean
+    local clustering coefficient over all participants (Watts & Strogatz
+    1998); personality_assortativity = Newman's (2003) assortativity
+    coefficient of the trade network by personality: 1 if people trade only
+    within their personality, 0 if as with random partners, negative if
+    across (None when only one personality trades).
+    """
+    row = _frame(con, _NETWORK_SUMMARY_SQL, run_id).iloc[0].to_dict()
+    return {key: plain(value) for key, value in row.items()}
+
+
+# --- by personality ------------------------------------------------------------------------------
+
+_BY_PERSONALITY_SQL = (
+    "WITH"
+    + _UTILITY
+    + ","
+    + _NEED_ROWS
+    + f""",
+groups AS (
+    SELECT personality, count(*) AS participants, avg(final - initial) AS utility_gain FROM utility GROUP BY personality
+),
+meetings AS (
+    SELECT p.personality,
+           count(*) FILTER (s.outcome = 'accepted') / count(*) AS acceptance_rate,
+           sum(s.gain) FILTER (s.outcome = 'accepted')
+               / nullif(sum(s.gain + s.partner_gain) FILTER (s.outcome = 'accepted'), 0) AS surplus_share
+    FROM sides AS s JOIN people AS p USING (run_id, participant_id)
+    GROUP BY p.personality
+),
+fulfilment AS (
+    SELECT p.personality, {NEED_FULFILMENT_SQL} AS need_fulfilment_final
+    FROM need_rows AS n JOIN people AS p USING (run_id, participant_id)
+    WHERE n."when" = 'final' GROUP BY p.personality
+)
+SELECT g.personality, g.participants, g.utility_gain, m.acceptance_rate, m.surplus_share,
+       coalesce(f.need_fulfilment_final, 1.0) AS need_fulfilment_final
+FROM groups AS g LEFT JOIN meetings AS m USING (personality) LEFT JOIN fulfilment AS f USING (personality)
+ORDER BY g.personality
+"""
+)
+
+
+def by_personality(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Per personality: participants; utility_gain = mean over its members of
+    final - initial utility; acceptance_rate = share of the exchanges its
+    members took part in that were accepted; surplus_share = its members'
+    total gain in their deals / the total joint gain of those deals (a ratio
+    of sums, so a deal where one side lost, whose share lies outside [0, 1],
+    weighs by its size rather than by its extreme share); need_fulfilment_final = the group's needed units held / needed
+    units (economy.NEED_FULFILMENT_SQL)."""
+    return _frame(con, _BY_PERSONALITY_SQL, run_id)
+
+
+_PAIRING_MATRIX_SQL = """
+WITH people AS (SELECT participant_id, personality FROM participants WHERE {runs}),
+typed AS (  -- every exchange by the personalities of its initiator (a) and responder (b)
+    SELECT e.outcome, i.personality AS personality_a, r.personality AS personality_b,
+           e.initiator_utility_after - e.initiator_utility_before AS gain_a,
+           e.responder_utility_after - e.responder_utility_before AS gain_b
+    FROM exchanges AS e
+    JOIN people AS i ON i.participant_id = e.initiator_id
+    JOIN people AS r ON r.participant_id = e.responder_id
+    WHERE e.{runs}
+)
+SELECT personality_a, personality_b, count(*) AS exchanges,
+       count(*) FILTER (outcome = 'accepted') / count(*) AS acceptance_rate,
+       avg(gain_a) FILTER (outcome = 'accepted') AS mean_gain_a,
+       avg(gain_b) FILTER (outcome = 'accepted') AS mean_gain_b,
+       count(*) FILTER (outcome = 'accepted') AS accepted
+FROM typed GROUP BY personality_a, personality_b
+ORDER BY personality_a, personality_b
+"""
+
+
+def pairing_matrix(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Every (initiator personality a, responder personality b): exchanges,
+    acceptance_rate, the mean utility gain per accepted deal of the initiator
+    (mean_gain_a) and of the responder (mean_gain_b), and accepted = deals.
+    How generous participants fare against strategic ones, in either role,
+    is the pair of cells (generous, strategic) and (strategic, generous), or
+    surplus_split filtered to those deals."""
+    return _frame(con, _PAIRING_MATRIX_SQL, run_id)
+
+
+# --- cost ----------------------------------------------------------------------------------------
+
+_COST_SQL = """
+SELECT role, model, count(*) AS calls, count(*) FILTER (cached) AS cached_calls,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(cost_usd) AS cost_usd, avg(latency_ms) AS mean_latency_ms,
+       count(*) FILTER (error IS NOT NULL) AS errors
+FROM llm_calls WHERE {runs}
+GROUP BY role, model ORDER BY role, model
+"""
+
+
+def cost(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """LLM calls per role and model: calls, cached_calls (served from cache),
+    token sums, cost_usd, mean latency, and errors (calls that failed). No
+    rows for a rules run."""
+    return _frame(con, _COST_SQL, run_id)
