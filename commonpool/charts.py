@@ -1,0 +1,320 @@
+"""Altair chart builders, each fed by the DataFrame of one commonpool.metrics function.
+
+Builders only draw: the numbers come from metrics (DuckDB over the store), so
+a chart and a test read the same figures. Inputs are aggregates (windows,
+pairs, personalities), never one row per exchange, with two exceptions that
+are reduced here before drawing: the trade network keeps its busiest edges,
+and facilitator adherence is binned into a grid. Every chart stays well under
+Altair's 5,000-row limit whatever the size of the run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from commonpool.personalities import BUILTIN
+
+# The built-in personalities keep one colour on every chart and page; custom
+# ones take the next colours of the same scheme.
+PERSONALITY_DOMAIN: list[str] = list(BUILTIN)
+_SCHEME = "tableau10"
+
+# A network drawing with more edges than this is a hairball; the busiest edges
+# carry the picture.
+MAX_NETWORK_EDGES = 400
+
+
+def personality_color(personalities: list[str], title: str = "personality") -> alt.Color:
+    """Colour by personality, built-ins first so they keep their colours across runs."""
+    domain = PERSONALITY_DOMAIN + sorted(set(personalities) - set(PERSONALITY_DOMAIN))
+    return alt.Color("personality:N", title=title, scale=alt.Scale(domain=domain, scheme=_SCHEME))
+
+
+def activity_chart(activity: pd.DataFrame) -> alt.LayerChart:
+    """Acceptance rate (left axis) and mean turns (right axis) window by window; from metrics.activity.
+
+    Windows are equal slices of the run, so their exchange counts are flat and not drawn.
+    """
+    base = alt.Chart(activity).encode(x=alt.X("first_exchange:Q", title="exchange # (start of window)"))
+    tooltip = ["window", "first_exchange", "last_exchange", "exchanges", "accepted",
+               alt.Tooltip("acceptance_rate:Q", format=".1%"), alt.Tooltip("mean_turns:Q", format=".2f")]
+    rate = base.mark_line(point=True, color="#1f77b4").encode(
+        y=alt.Y("acceptance_rate:Q", title="acceptance rate (blue)", axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1])),
+        tooltip=tooltip,
+    )
+    turns = base.mark_line(point=True, color="#ff7f0e", strokeDash=[4, 3]).encode(
+        y=alt.Y("mean_turns:Q", title="mean turns (orange)", scale=alt.Scale(zero=True)),
+        tooltip=tooltip,
+    )
+    return alt.layer(rate, turns).resolve_scale(y="independent").properties(
+        title="Activity and acceptance over the run", height=260
+    )
+
+
+def agreement_by_turn_chart(by_turn: pd.DataFrame) -> alt.Chart:
+    """When negotiations end, and how many of them in agreement; from metrics.agreement_by_turn."""
+    folded = by_turn.assign(**{"no deal": by_turn["exchanges_ended"] - by_turn["accepted"]}).melt(
+        id_vars=["turn"], value_vars=["accepted", "no deal"], var_name="ended", value_name="exchanges"
+    )
+    return alt.Chart(folded).mark_bar().encode(
+        x=alt.X("turn:O", title="turn the exchange ended", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("exchanges:Q", stack=True),
+        color=alt.Color("ended:N", scale=alt.Scale(domain=["accepted", "no deal"], range=["#2ca02c", "#bbb"])),
+        tooltip=["turn", "ended", "exchanges"],
+    ).properties(title="Turns to the end of a negotiation", height=220)
+
+
+def holdings_chart(holdings: pd.DataFrame) -> alt.FacetChart:
+    """Units of each resource held by each personality group, window by window; from metrics.holdings_over_time."""
+    return alt.Chart(holdings).mark_line().encode(
+        x=alt.X("window:Q", title="window"),
+        y=alt.Y("quantity:Q", title="units held"),
+        color=alt.Color("resource:N", scale=alt.Scale(scheme="category20"),
+                        legend=alt.Legend(orient="bottom", columns=4)),
+        tooltip=["window", "personality", "resource", "quantity"],
+    ).properties(width=240, height=200).facet(
+        facet=alt.Facet("personality:N", title=None), columns=3
+    ).properties(title="Holdings by resource over time, per personality")
+
+
+def _busiest_pairs(dispersion: pd.DataFrame, top: int) -> pd.DataFrame:
+    pairs = dispersion[dispersion["pair"] != "all"]
+    busiest = pairs.groupby("pair")["trades"].sum().nlargest(top).index
+    return pairs[pairs["pair"].isin(busiest)]
+
+
+def rates_chart(dispersion: pd.DataFrame, top_pairs: int = 8) -> alt.Chart:
+    """Mean exchange rate of the busiest resource pairs over time (log scale); from metrics.price_dispersion."""
+    pairs = _busiest_pairs(dispersion, top_pairs).dropna(subset=["mean_log_rate"])
+    pairs = pairs.assign(rate=np.exp(pairs["mean_log_rate"]))
+    return alt.Chart(pairs).mark_line(point=True).encode(
+        x=alt.X("window:Q"),
+        y=alt.Y("rate:Q", title="units of the first per unit of the second", scale=alt.Scale(type="log")),
+        color=alt.Color("pair:N", title="pair (first/second)"),
+        tooltip=["window", "pair", "trades", alt.Tooltip("rate:Q", format=".2f")],
+    ).properties(title=f"Exchange rates of the {top_pairs} busiest pairs", height=280)
+
+
+def spread_chart(dispersion: pd.DataFrame) -> alt.Chart:
+    """Price dispersion over time: the standard deviation of log rates; from metrics.price_dispersion."""
+    spread = dispersion[dispersion["pair"] == "all"].dropna(subset=["sd_log_rate"])
+    return alt.Chart(spread).mark_line(point=True, color="#d62728").encode(
+        x=alt.X("window:Q"),
+        y=alt.Y("sd_log_rate:Q", title="sd of log rate (all pairs)"),
+        tooltip=["window", "trades", alt.Tooltip("sd_log_rate:Q", format=".3f")],
+    ).properties(title="Spread of exchange rates over time", height=220)
+
+
+def circle_layout(nodes: pd.DataFrame) -> pd.DataFrame:
+    """Nodes on a circle, grouped by personality, so same-personality links show as short chords."""
+    ordered = nodes.sort_values(["personality", "participant_id"]).reset_index(drop=True)
+    angle = 2 * math.pi * np.arange(len(ordered)) / max(len(ordered), 1)
+    return ordered.assign(x=np.cos(angle), y=np.sin(angle))
+
+
+def network_chart(nodes: pd.DataFrame, edges: pd.DataFrame, max_edges: int = MAX_NETWORK_EDGES) -> alt.LayerChart:
+    """Who trades with whom: participants coloured by personality, links as thick as their trades.
+
+    From metrics.network_nodes and metrics.network_edges; only pairs that traded
+    are drawn, and of those the max_edges busiest.
+    """
+    placed = circle_layout(nodes)
+    where = placed.set_index("participant_id")[["x", "y"]]
+    traded = edges[edges["trades"] > 0].nlargest(max_edges, "trades")
+    links = traded.join(where, on="a").join(where.rename(columns={"x": "x2", "y": "y2"}), on="b")
+    axis = alt.Axis(title=None, labels=False, ticks=False, grid=False, domain=False)
+    lines = alt.Chart(links).mark_rule(opacity=0.35, color="#666").encode(
+        x=alt.X("x:Q", axis=axis), y=alt.Y("y:Q", axis=axis), x2="x2:Q", y2="y2:Q",
+        strokeWidth=alt.StrokeWidth("trades:Q", scale=alt.Scale(range=[0.5, 5]), legend=None),
+        tooltip=["a_name", "b_name", "meetings", "trades"],
+    )
+    dots = alt.Chart(placed).mark_circle(opacity=0.9).encode(
+        x=alt.X("x:Q", axis=axis), y=alt.Y("y:Q", axis=axis),
+        color=personality_color(placed["personality"].tolist()),
+        size=alt.Size("trades:Q", scale=alt.Scale(range=[30, 400]), title="trades"),
+        tooltip=["name", "personality", "degree", "trades", alt.Tooltip("clustering:Q", format=".2f")],
+    )
+    shown = f" (the {len(traded)} busiest of {int((edges['trades'] > 0).sum())} pairs)" if len(traded) < (edges["trades"] > 0).sum() else ""
+    return alt.layer(lines, dots).properties(
+        title=f"Who trades with whom{shown}", height=460, width=460
+    ).configure_view(strokeWidth=0)
+
+
+def pairing_heatmap(matrix: pd.DataFrame) -> alt.LayerChart:
+    """Exchanges and acceptance between personalities (initiator x responder); from metrics.pairing_matrix."""
+    base = alt.Chart(matrix).encode(
+        x=alt.X("personality_b:N", title="responder personality"),
+        y=alt.Y("personality_a:N", title="initiator personality"),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("acceptance_rate:Q", title="acceptance", scale=alt.Scale(scheme="blues", domain=[0, 1])),
+        tooltip=["personality_a", "personality_b", "exchanges", alt.Tooltip("acceptance_rate:Q", format=".1%"),
+                 alt.Tooltip("mean_gain_a:Q", format=".2f"), alt.Tooltip("mean_gain_b:Q", format=".2f")],
+    )
+    labels = base.mark_text(baseline="middle").encode(
+        text=alt.Text("exchanges:Q", format=","),
+        color=alt.condition("datum.acceptance_rate > 0.6", alt.value("white"), alt.value("black")),
+    )
+    return alt.layer(cells, labels).properties(
+        title="Personalities: exchanges (number), acceptance (colour)", height=260
+    )
+
+
+def participant_heatmap(nodes: pd.DataFrame, edges: pd.DataFrame) -> alt.Chart:
+    """Trades between each pair of participants, grouped by personality; for small runs.
+
+    Both halves of the symmetric matrix are drawn, and each row is labelled with
+    its personality by a colour strip on the left.
+    """
+    order = circle_layout(nodes)[["participant_id", "name", "personality"]]
+    label = order.assign(label=order["name"] + " #" + order["participant_id"].astype(str))
+    names = label.set_index("participant_id")["label"]
+    both = pd.concat(
+        [edges[["a", "b", "trades", "meetings"]],
+         edges[["b", "a", "trades", "meetings"]].rename(columns={"b": "a", "a": "b"})]
+    )
+    both = both.assign(row=both["a"].map(names), column=both["b"].map(names))
+    sort = label["label"].tolist()
+    cells = alt.Chart(both).mark_rect().encode(
+        x=alt.X("column:N", sort=sort, title=None, axis=alt.Axis(labelAngle=-60)),
+        y=alt.Y("row:N", sort=sort, title=None, axis=None),
+        color=alt.Color("trades:Q", scale=alt.Scale(scheme="greens")),
+        tooltip=["row", "column", "meetings", "trades"],
+    ).properties(width=420, height=420)
+    strip = alt.Chart(label).mark_rect().encode(
+        y=alt.Y("label:N", sort=sort, title=None),
+        color=personality_color(label["personality"].tolist()),
+        tooltip=["label", "personality"],
+    ).properties(width=12, height=420)
+    return alt.hconcat(strip, cells, spacing=2).resolve_scale(color="independent").properties(
+        title="Trades between participants (rows and columns grouped by personality)"
+    )
+
+
+BY_PERSONALITY_MEASURES: dict[str, str] = {
+    "utility_gain": "utility gain per member",
+    "acceptance_rate": "acceptance rate",
+    "surplus_share": "share of deal surplus",
+    "need_fulfilment_final": "needs met at the end",
+}
+
+
+def by_personality_chart(by_personality: pd.DataFrame) -> alt.FacetChart:
+    """Outcomes of each personality side by side; from metrics.by_personality."""
+    folded = by_personality.melt(
+        id_vars=["personality", "participants"], value_vars=list(BY_PERSONALITY_MEASURES),
+        var_name="measure", value_name="value",
+    )
+    folded["measure"] = folded["measure"].map(BY_PERSONALITY_MEASURES)
+    return alt.Chart(folded).mark_bar().encode(
+        x=alt.X("personality:N", title=None),
+        y=alt.Y("value:Q", title=None),
+        color=personality_color(folded["personality"].tolist()),
+        tooltip=["personality", "participants", "measure", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(width=180, height=200).facet(
+        facet=alt.Facet("measure:N", title=None, sort=list(BY_PERSONALITY_MEASURES.values())), columns=4
+    ).resolve_scale(y="independent").properties(title="Outcomes by personality")
+
+
+def lorenz_chart(lorenz: pd.DataFrame, title: str = "Lorenz curve") -> alt.LayerChart:
+    """Initial and final Lorenz curves against the line of equality; from metrics.lorenz."""
+    equality = pd.DataFrame({"population_share": [0.0, 1.0], "value_share": [0.0, 1.0]})
+    diagonal = alt.Chart(equality).mark_line(strokeDash=[4, 4], color="#999").encode(
+        x="population_share:Q", y="value_share:Q"
+    )
+    curves = alt.Chart(lorenz).mark_line().encode(
+        x=alt.X("population_share:Q", title="share of participants (poorest first)", axis=alt.Axis(format="%")),
+        y=alt.Y("value_share:Q", title="share of the total", axis=alt.Axis(format="%")),
+        color=alt.Color("when:N", scale=alt.Scale(domain=["initial", "final"], range=["#aaa", "#1f77b4"])),
+        tooltip=["when", alt.Tooltip("population_share:Q", format=".0%"), alt.Tooltip("value_share:Q", format=".1%")],
+    )
+    return alt.layer(diagonal, curves).properties(title=title, height=300, width=300)
+
+
+def adherence_bins(adherence: pd.DataFrame, step: float = 0.25) -> pd.DataFrame:
+    """Accepted deals counted on a grid of (suggested, agreed) log rates, step wide."""
+    rates = adherence.dropna(subset=["suggested_log_rate", "agreed_log_rate"])
+    grid = pd.DataFrame(
+        {
+            "suggested": (np.round(rates["suggested_log_rate"] / step) * step).round(6),
+            "agreed": (np.round(rates["agreed_log_rate"] / step) * step).round(6),
+        }
+    )
+    return grid.value_counts().rename("deals").reset_index()
+
+
+def adherence_chart(adherence: pd.DataFrame) -> alt.LayerChart:
+    """Agreed against suggested log rate of each accepted deal, binned; from metrics.facilitator_adherence.
+
+    Deals on the diagonal did what the facilitator suggested.
+    """
+    bins = adherence_bins(adherence)
+    low = float(min(bins["suggested"].min(), bins["agreed"].min())) if len(bins) else -1.0
+    high = float(max(bins["suggested"].max(), bins["agreed"].max())) if len(bins) else 1.0
+    cells = alt.Chart(bins).mark_square().encode(
+        x=alt.X("suggested:Q", title="suggested log rate"),
+        y=alt.Y("agreed:Q", title="agreed log rate"),
+        size=alt.Size("deals:Q", scale=alt.Scale(range=[20, 600])),
+        color=alt.Color("deals:Q", scale=alt.Scale(scheme="purples")),
+        tooltip=["suggested", "agreed", "deals"],
+    )
+    diagonal = alt.Chart(pd.DataFrame({"x": [low, high]})).mark_line(strokeDash=[4, 4], color="#999").encode(
+        x="x:Q", y="x:Q"
+    )
+    return alt.layer(cells, diagonal).properties(title="Facilitator adherence: agreed vs suggested", height=320, width=360)
+
+
+# --- several runs at once (the Compare page) -------------------------------------------------------
+
+
+def compare_activity_chart(activity: pd.DataFrame) -> alt.Chart:
+    """Acceptance rate over each run's windows, one line per run; activity frames with a run_id column."""
+    return alt.Chart(activity).mark_line(point=True).encode(
+        x=alt.X("window:Q", title="window (share of the run)"),
+        y=alt.Y("acceptance_rate:Q", title="acceptance rate", axis=alt.Axis(format="%")),
+        color=alt.Color("run_id:N", title="run"),
+        tooltip=["run_id", "window", "exchanges", alt.Tooltip("acceptance_rate:Q", format=".1%")],
+    ).properties(title="Acceptance over time", height=280)
+
+
+def compare_lorenz_chart(lorenz: pd.DataFrame) -> alt.LayerChart:
+    """Final Lorenz curves of several runs; lorenz frames with a run_id column."""
+    final = lorenz[lorenz["when"] == "final"]
+    equality = pd.DataFrame({"population_share": [0.0, 1.0], "value_share": [0.0, 1.0]})
+    diagonal = alt.Chart(equality).mark_line(strokeDash=[4, 4], color="#999").encode(
+        x="population_share:Q", y="value_share:Q"
+    )
+    curves = alt.Chart(final).mark_line().encode(
+        x=alt.X("population_share:Q", title="share of participants", axis=alt.Axis(format="%")),
+        y=alt.Y("value_share:Q", title="share of final utility", axis=alt.Axis(format="%")),
+        color=alt.Color("run_id:N", title="run"),
+        tooltip=["run_id", alt.Tooltip("value_share:Q", format=".1%")],
+    )
+    return alt.layer(diagonal, curves).properties(title="Final Lorenz curves of utility", height=300, width=300)
+
+
+def compare_spread_chart(dispersion: pd.DataFrame) -> alt.Chart:
+    """Spread of all exchange rates over time, one line per run; price_dispersion frames with run_id."""
+    spread = dispersion[dispersion["pair"] == "all"].dropna(subset=["sd_log_rate"])
+    return alt.Chart(spread).mark_line(point=True).encode(
+        x=alt.X("window:Q"),
+        y=alt.Y("sd_log_rate:Q", title="sd of log rate"),
+        color=alt.Color("run_id:N", title="run"),
+        tooltip=["run_id", "window", "trades", alt.Tooltip("sd_log_rate:Q", format=".3f")],
+    ).properties(title="Spread of exchange rates", height=280)
+
+
+def compare_by_personality_chart(by_personality: pd.DataFrame) -> alt.Chart:
+    """Utility gain per member of each personality, runs side by side; by_personality frames with run_id."""
+    return alt.Chart(by_personality).mark_bar().encode(
+        x=alt.X("run_id:N", title=None, axis=alt.Axis(labels=False, ticks=False)),
+        y=alt.Y("utility_gain:Q", title="utility gain per member"),
+        color=alt.Color("run_id:N", title="run"),
+        column=alt.Column("personality:N", title=None),
+        tooltip=["run_id", "personality", "participants", alt.Tooltip("utility_gain:Q", format=".2f")],
+    ).properties(width=140, height=220, title="Gains by personality")

@@ -1,0 +1,194 @@
+"""The New simulation form as data: editor tables in, SimulationConfig fields out.
+
+Editable tables reach a page as pandas DataFrames with blanks (NaN/None) where
+a user left a cell empty. This module turns them into config fields and
+pydantic errors into one message per form section, so the page can show each
+message beside the widget that caused it. The roster table uses the wide CSV
+layout of population.roster_to_csv, so an edited table, a downloaded file and
+an uploaded file are one format with one parser.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from commonpool.config import (
+    RESOURCE_NAME_PATTERN,
+    RUN_ID_PATTERN,
+    ParticipantSpec,
+    ResourceSpec,
+    SimulationConfig,
+)
+from commonpool.personalities import BUILTIN, Personality, Traits
+from commonpool.population import (
+    RosterError,
+    generate,
+    roster_from_csv,
+    roster_from_json,
+    roster_to_csv,
+    roster_to_json,
+)
+
+TRAIT_COLUMNS: tuple[str, ...] = tuple(Traits.model_fields)
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def resources_table(resources: list[ResourceSpec]) -> pd.DataFrame:
+    return pd.DataFrame({"name": [r.name for r in resources], "kind": [r.kind for r in resources]})
+
+
+def resources_from_table(table: pd.DataFrame) -> list[dict[str, str]]:
+    """Rows with a name; a row left wholly blank (a fresh added row) is ignored."""
+    rows = []
+    for record in table.to_dict("records"):
+        if _blank(record.get("name")) and _blank(record.get("kind")):
+            continue
+        name = "" if _blank(record.get("name")) else str(record["name"]).strip()
+        rows.append({"name": name, "kind": "good" if _blank(record.get("kind")) else str(record["kind"])})
+    return rows
+
+
+def custom_personalities_table() -> pd.DataFrame:
+    """An empty table with a column per trait, typed so the editor offers number cells."""
+    columns: dict[str, pd.Series] = {
+        "name": pd.Series(dtype="string"),
+        "description": pd.Series(dtype="string"),
+    }
+    for trait in TRAIT_COLUMNS:
+        columns[trait] = pd.Series(dtype="float64")
+    return pd.DataFrame(columns)
+
+
+def custom_personalities_from_table(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows with a name; a blank trait takes the default of Traits."""
+    rows = []
+    for record in table.to_dict("records"):
+        if _blank(record.get("name")):
+            continue
+        traits = {t: record[t] for t in TRAIT_COLUMNS if t in record and not _blank(record[t])}
+        if "max_units" in traits and float(traits["max_units"]).is_integer():
+            traits["max_units"] = int(traits["max_units"])
+        rows.append(
+            {
+                "name": str(record["name"]).strip(),
+                "traits": traits,
+                "description": "" if _blank(record.get("description")) else str(record["description"]),
+            }
+        )
+    return rows
+
+
+def builtin_traits_table() -> pd.DataFrame:
+    """The built-in presets, to show beside the custom ones."""
+    return pd.DataFrame(
+        [{"name": p.name, "description": p.description, **p.traits.model_dump()} for p in BUILTIN.values()]
+    )
+
+
+def roster_table(config: SimulationConfig) -> pd.DataFrame:
+    """A roster generated from config (its seed, mix and resources), as an editable table."""
+    rng = np.random.default_rng(config.seed)
+    population = generate(config.model_copy(update={"roster": None}), rng)
+    table = roster_table_from_csv(roster_to_csv(population.to_specs(), population.resources))
+    # Blank: "the run's default engine", so choosing engines per personality
+    # later still applies to a generated roster.
+    table["brain"] = ""
+    return table
+
+
+def roster_table_from_csv(text: str) -> pd.DataFrame:
+    # Strings for the text columns so an empty note stays "" rather than NaN.
+    return pd.read_csv(io.StringIO(text), dtype={"name": str, "personality": str, "notes": str, "brain": str},
+                       keep_default_na=False)
+
+
+def roster_table_from_upload(name: str, content: bytes) -> pd.DataFrame:
+    """An uploaded CSV or JSON roster as an editable table; RosterError names what is wrong."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RosterError("roster: the file is not UTF-8 text") from None
+    if name.lower().endswith(".json"):
+        specs = roster_from_json(text)
+        resources = sorted({r for s in specs for part in (s.holdings, s.needs, s.wants) for r in part})
+        return roster_table_from_csv(roster_to_csv(specs, resources))
+    roster_from_csv(text)  # refuse a bad file here, where the upload is, not later in the editor
+    return roster_table_from_csv(text)
+
+
+def roster_csv(table: pd.DataFrame) -> str:
+    """The table in the roster CSV layout, without the blank rows an editor adds."""
+    filled = table[[not all(_blank(v) for v in row) for row in table.itertuples(index=False)]].copy()
+    for column in filled.columns:
+        # An editor turns a unit column with a blank cell into floats; write
+        # whole numbers as 4, not 4.0, which the roster parser rightly refuses.
+        if column.startswith(("holdings:", "needs:")) and pd.api.types.is_float_dtype(filled[column]):
+            values = filled[column].dropna()
+            if (values == values.round()).all():
+                filled[column] = filled[column].astype("Int64")
+    return filled.to_csv(index=False)
+
+
+def roster_from_table(table: pd.DataFrame) -> list[ParticipantSpec]:
+    """The edited table as roster rows; RosterError names the row and column of a bad cell."""
+    return roster_from_csv(roster_csv(table))
+
+
+def roster_json(table: pd.DataFrame) -> str:
+    return roster_to_json(roster_from_table(table))
+
+
+# What a name pattern means, in the words a form shows.
+_PATTERN_WORDS: dict[str, str] = {
+    RESOURCE_NAME_PATTERN: "1-40 letters, digits, spaces, - _ or ', starting with a letter or digit",
+    RUN_ID_PATTERN: "1-64 letters, digits, . _ or -, starting with a letter or digit",
+    Personality.model_fields["name"].metadata[-1].pattern: "a letter, then letters, digits, _ or -",
+}
+
+
+def field_of(loc: tuple[int | str, ...], message: str) -> str:
+    """The config field a validation error is about.
+
+    A whole-config rule has no location; its message starts with, or cites,
+    the field it is about ("min_exchanges (12) must not exceed ..."), so look
+    for the longest field name that it mentions.
+    """
+    if loc:
+        return str(loc[0])
+    for field in sorted(SimulationConfig.model_fields, key=len, reverse=True):
+        if message.startswith(field) or f"{field} (" in message:
+            return field
+    return ""
+
+
+def errors_by_field(error: ValidationError) -> dict[str, list[str]]:
+    """Every problem, one line each, keyed by the config field that shows it ("" if none)."""
+    grouped: dict[str, list[str]] = {}
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch":
+            pattern = (item.get("ctx") or {}).get("pattern", "")
+            message = "use " + _PATTERN_WORDS.get(pattern, f"text matching {pattern}")
+        where = " ".join(f"row {p + 1}" if isinstance(p, int) else str(p) for p in loc)
+        given = item.get("input")
+        shown = "" if isinstance(given, (dict, list)) or given is None or not loc else f" (got {given!r})"
+        line = f"{where}: {message}{shown}" if where else message
+        grouped.setdefault(field_of(loc, message), []).append(line)
+    return grouped
+
+
+def validate(fields: dict[str, Any]) -> tuple[SimulationConfig | None, dict[str, list[str]]]:
+    """The config, or None and the problems by config field."""
+    try:
+        return SimulationConfig.model_validate(fields), {}
+    except ValidationError as exc:
+        return None, errors_by_field(exc)

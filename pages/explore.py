@@ -1,0 +1,210 @@
+"""Explore a run: headline figures, charts, and the exchange log read as conversations."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from commonpool import charts
+from commonpool.exchange_log import log_page, swap_text, transcript
+from commonpool.store.schema import OUTCOMES
+from pages._shared import data_version, downloads, metric, pick_run, plain, show_table, store
+
+# Above this many participants the participant-by-participant heatmap is unreadable;
+# the network and the personality heatmap still show who trades with whom.
+MAX_HEATMAP_PARTICIPANTS = 60
+
+st.title("Explore a run")
+runs = store().runs()
+info = pick_run(runs)
+if info is None:
+    st.info("No runs yet: start one on the New simulation page.")
+    st.stop()
+run_id = info.run_id
+con = store().connect()
+version = data_version(info)
+
+
+def m(name: str, **kwargs: Any) -> Any:
+    return metric(con, name, run_id, version, **kwargs)
+
+
+def figure(value: float | None, fmt: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def change(initial: float | None, final: float | None, fmt: str) -> str | None:
+    if initial is None or final is None:
+        return None
+    return format(final - initial, "+" + fmt)
+
+
+if info.status == "running":
+    st.warning("This run is still going: the figures cover the exchanges recorded so far.")
+elif info.status != "completed":
+    st.warning(plain(f"This run is {info.status}: the figures cover the exchanges it recorded."))
+
+s = m("summary")
+if not s.get("exchanges"):
+    st.info("This run has no exchanges recorded yet.")
+    st.stop()
+
+# --- headline figures -------------------------------------------------------------------------------
+cols = st.columns(6)
+cols[0].metric("Acceptance rate", figure(s["acceptance_rate"], ".1%"),
+               help=f"{s['accepted']:,} accepted of {s['exchanges']:,} exchanges")
+cols[1].metric("Welfare change", figure(s["welfare_change"], "+,.1f"),
+               help="Sum of utilities at the end minus at the start (economy.utility)")
+cols[2].metric("Needs met", figure(s["need_fulfilment_final"], ".1%"),
+               change(s["need_fulfilment_initial"], s["need_fulfilment_final"], ".1%"),
+               help="Share of needed units held, at the end (change since the start)")
+cols[3].metric("Gini of holdings", figure(s["gini_holdings_final"], ".3f"),
+               change(s["gini_holdings_initial"], s["gini_holdings_final"], ".3f"), delta_color="inverse",
+               help="0 = everyone holds the same value; at the end (change since the start)")
+cols[4].metric("Gini of utility", figure(s["gini_utility_final"], ".3f"),
+               change(s["gini_utility_initial"], s["gini_utility_final"], ".3f"), delta_color="inverse")
+if s.get("llm_calls"):
+    cols[5].metric("LLM cost", f"${s['cost_usd']:.4f}", help=f"{s['llm_calls']:,} calls")
+else:
+    cols[5].metric("Turns to agree", figure(s["mean_turns_to_agreement"], ".2f"),
+                   help="Mean turns of accepted exchanges (offline rules run: no LLM cost)")
+with st.expander("Every summary figure"):
+    summary_table = pd.DataFrame({"figure": list(s), "value": [str(v) for v in s.values()]})
+    show_table(summary_table, f"{run_id}-summary", "dl_summary")
+
+tabs = st.tabs(["Activity", "Holdings", "Prices", "Network", "Personalities", "Inequality", "Facilitator",
+                "Exchange log"])
+
+with tabs[0]:
+    activity = m("activity", windows=20)
+    st.altair_chart(charts.activity_chart(activity), width="stretch")
+    by_turn = m("agreement_by_turn")
+    st.altair_chart(charts.agreement_by_turn_chart(by_turn), width="stretch")
+    with st.expander("Data"):
+        show_table(activity, f"{run_id}-activity", "dl_activity")
+        show_table(by_turn, f"{run_id}-agreement-by-turn", "dl_by_turn")
+
+with tabs[1]:
+    holdings = m("holdings_over_time", windows=20)
+    st.altair_chart(charts.holdings_chart(holdings))
+    with st.expander("Data"):
+        show_table(holdings, f"{run_id}-holdings-over-time", "dl_holdings")
+
+with tabs[2]:
+    dispersion = m("price_dispersion", windows=10)
+    st.altair_chart(charts.rates_chart(dispersion), width="stretch")
+    st.altair_chart(charts.spread_chart(dispersion), width="stretch")
+    with st.expander("Data"):
+        show_table(dispersion, f"{run_id}-price-dispersion", "dl_dispersion")
+
+with tabs[3]:
+    nodes, edges = m("network_nodes"), m("network_edges")
+    net = m("network_summary")
+    cols = st.columns(4)
+    cols[0].metric("Repeat partners", figure(net["repeat_partner_share"], ".1%"))
+    cols[1].metric("Reciprocity", figure(net["reciprocity"], ".2f"))
+    cols[2].metric("Mean clustering", figure(net["mean_clustering"], ".2f"))
+    cols[3].metric("Personality assortativity", figure(net["personality_assortativity"], ".2f"))
+    left, right = st.columns(2)
+    left.altair_chart(charts.network_chart(nodes, edges))
+    right.altair_chart(charts.pairing_heatmap(m("pairing_matrix")), width="stretch")
+    if len(nodes) <= MAX_HEATMAP_PARTICIPANTS:
+        st.altair_chart(charts.participant_heatmap(nodes, edges))
+    else:
+        st.caption(f"{len(nodes):,} participants: the participant heatmap is shown for runs of up to "
+                   f"{MAX_HEATMAP_PARTICIPANTS}.")
+    with st.expander("Data"):
+        show_table(nodes, f"{run_id}-network-nodes", "dl_nodes")
+        st.caption(f"{len(edges):,} pairs met.")
+        downloads(edges, f"{run_id}-network-edges", "dl_edges")
+        show_table(m("pairing_matrix"), f"{run_id}-pairing-matrix", "dl_pairing")
+
+with tabs[4]:
+    by_personality = m("by_personality")
+    st.altair_chart(charts.by_personality_chart(by_personality))
+    show_table(by_personality, f"{run_id}-by-personality", "dl_by_personality")
+
+with tabs[5]:
+    left, right = st.columns(2)
+    left.altair_chart(charts.lorenz_chart(m("lorenz", quantity="holdings"), "Lorenz curve of holdings value"))
+    right.altair_chart(charts.lorenz_chart(m("lorenz", quantity="utility"), "Lorenz curve of utility"))
+    needs = m("need_fulfilment")
+    with st.expander("Needs met per participant"):
+        show_table(needs, f"{run_id}-need-fulfilment", "dl_needs")
+
+with tabs[6]:
+    if info.meta.get("facilitator") == "off":
+        st.info("This is a control run: the facilitator was off, so there is no advice to follow.")
+    else:
+        adherence = m("facilitator_adherence")
+        anchoring = m("anchoring")
+        st.metric("Anchoring", figure(anchoring, ".2f"),
+                  help="Correlation of the suggested and agreed log rates over accepted deals")
+        st.altair_chart(charts.adherence_chart(adherence))
+        downloads(adherence, f"{run_id}-facilitator-adherence", "dl_adherence")
+    if s.get("llm_calls"):
+        st.subheader("LLM cost")
+        show_table(m("cost"), f"{run_id}-cost", "dl_cost")
+
+with tabs[7]:
+    people = m("network_nodes")
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
+    outcomes = c1.multiselect("Outcome", list(OUTCOMES), key="log_outcomes")
+    who = c2.text_input("Participant name contains", key="log_who")
+    personality = c3.selectbox("Personality", ["", *sorted(people["personality"].unique())], key="log_personality",
+                               format_func=lambda p: p or "any")
+    size = c4.selectbox("Rows", [25, 50, 100], key="log_size")
+    total = log_page(con, run_id, outcomes, who, personality, limit=1).total
+    pages = max(1, math.ceil(total / size))
+    page = st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, value=1, step=1, key="log_page")
+    shown = log_page(con, run_id, outcomes, who, personality, limit=size, offset=(page - 1) * size)
+    st.caption(f"{total:,} exchanges match.")
+    st.dataframe(shown.rows, hide_index=True)
+
+    def whole_log() -> pd.DataFrame:
+        return log_page(store().connect(), run_id, outcomes, who, personality, limit=max(total, 1)).rows
+
+    downloads(whole_log, f"{run_id}-exchanges", "dl_log")
+
+    if not shown.rows.empty:
+        rows = shown.rows.set_index("exchange_id")
+        exchange_id = st.selectbox(
+            "Read one exchange as a conversation", rows.index.tolist(), key="log_exchange",
+            format_func=lambda e: f"#{e} · {rows.at[e, 'initiator']} ↔ {rows.at[e, 'responder']} · {rows.at[e, 'outcome']}",
+        )
+        t = transcript(con, run_id, int(exchange_id))
+        if t is not None:
+            e = t.exchange
+            st.subheader(plain(f"Exchange #{e['exchange_id']}, round {e['round']}"))
+            st.text(f"{e['initiator']} ({e['initiator_personality']}) meets {e['responder']} "
+                    f"({e['responder_personality']}).")
+            if t.advice is not None:
+                a = t.advice
+                with st.chat_message("facilitator", avatar=":material/balance:"):
+                    st.caption("Facilitator (advice, not binding)")
+                    st.text(a["note"] or "")
+                    suggested = swap_text(a["initiator_gives"], a["initiator_gives_qty"], a["responder_gives"],
+                                          a["responder_gives_qty"])
+                    st.text(f"Suggested swap: {e['initiator']} gives {suggested}" if suggested else "No swap suggested.")
+                    if not t.valuations.empty:
+                        st.dataframe(t.valuations, hide_index=True, width=320)
+            for turn in t.turns.itertuples(index=False):
+                with st.chat_message(turn.role, avatar=":material/person:" if turn.role == "initiator" else ":material/person_outline:"):
+                    st.caption(plain(f"Turn {turn.turn} · {turn.speaker} ({turn.speaker_personality}) · "
+                                     f"{turn.action} · {turn.source}"))
+                    st.text(turn.message or "")
+                    if isinstance(turn.fallback_reason, str) and turn.fallback_reason:
+                        st.caption(plain(f"Fell back to the rules brain: {turn.fallback_reason}"))
+            agreed = swap_text(e["initiator_gives"], e["initiator_gives_qty"], e["responder_gives"],
+                               e["responder_gives_qty"])
+            ending = f"Outcome: {e['outcome']} after {e['turns']} turns."
+            if agreed:
+                ending += f" {e['initiator']} gives {agreed}."
+            ending += f" Utility change: {e['initiator']} {e['initiator_gain']:+.2f}, {e['responder']} {e['responder_gain']:+.2f}."
+            if isinstance(e["reason"], str) and e["reason"]:
+                ending += f" Reason: {e['reason']}."
+            st.text(ending)
+            downloads(t.turns, f"{run_id}-exchange-{exchange_id}", "dl_transcript")

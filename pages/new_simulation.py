@@ -1,0 +1,265 @@
+"""New simulation: describe a community, check it with SimulationConfig, run it in the background."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from commonpool import form
+from commonpool.config import DEFAULT_RESOURCES
+from commonpool.personalities import BUILTIN, Traits
+from commonpool.population import RosterError, apportion
+from pages._shared import RULES, available_models, plain, runner, store
+
+RUN_DEFAULT = "(run default)"
+
+st.title("New simulation")
+st.caption("Describe a community and run it. The offline rules engine needs no API key.")
+
+fields: dict[str, Any] = {}
+slots: dict[str, Any] = {}  # config field -> the place beside its widget where its problems appear
+
+
+def slot(*names: str) -> None:
+    """Reserve the spot under the widget just drawn for the problems of these config fields."""
+    place = st.empty()
+    for name in names:
+        slots[name] = place
+
+
+models = available_models()
+served = os.environ.get("OPENAI_API_BASE")
+if any("<" in m for m in models):
+    # The LLM settings offer "openai/<model served at ...>" as a template: its name is the user's to give.
+    name = st.text_input(f"Model served at {served}", key="served_model", placeholder="e.g. llama3.1",
+                         help="The model name your OpenAI-compatible server expects.")
+    models = [m for m in models if "<" not in m] + ([f"openai/{name.strip()}"] if name.strip() else [])
+engines = [RULES, *models]
+if not models:
+    st.info("No LLM keys found in the environment, so every participant uses the offline rules engine.")
+
+# --- size -------------------------------------------------------------------------------------------
+st.subheader("Size")
+use_roster = st.session_state.get("use_roster", False)
+c1, c2, c3, c4 = st.columns(4)
+with c1:
+    participants = st.number_input(
+        "Participants", value=10, step=1, key="num_participants", disabled=use_roster,
+        help="2 to 100,000. With a roster, the roster's size.",
+    )
+    slot("num_participants")
+with c2:
+    fields["min_exchanges"] = st.number_input("Min exchanges", value=20, step=1, key="min_exchanges")
+    slot("min_exchanges")
+with c3:
+    fields["max_exchanges"] = st.number_input("Max exchanges", value=40, step=1, key="max_exchanges")
+    slot("max_exchanges")
+with c4:
+    seed = st.number_input("Seed", value=None, step=1, key="seed", placeholder="random",
+                           help="The same config and seed give the same run. Blank: drawn and recorded.")
+    slot("seed")
+if seed is not None:
+    fields["seed"] = seed
+run_id = st.text_input("Run id (optional)", key="simulation_id", placeholder="generated, e.g. run-20250101-120000-ab12cd")
+slot("simulation_id")
+if run_id.strip():
+    fields["simulation_id"] = run_id.strip()
+
+# --- resources --------------------------------------------------------------------------------------
+st.subheader("Resources")
+st.caption("Goods, skills and time the community trades. Add rows, rename, or change a kind.")
+resources_table = st.data_editor(
+    form.resources_table(list(DEFAULT_RESOURCES)),
+    num_rows="dynamic",
+    key="resources_editor",
+    hide_index=True,
+    column_config={
+        "name": st.column_config.TextColumn("name", required=True, max_chars=40),
+        "kind": st.column_config.SelectboxColumn("kind", options=["good", "skill", "time"], required=True, default="good"),
+    },
+)
+slot("resources")
+fields["resources"] = form.resources_from_table(resources_table)
+
+# --- personalities ----------------------------------------------------------------------------------
+st.subheader("Personalities")
+with st.expander("Built-in personalities and what their traits mean"):
+    st.dataframe(form.builtin_traits_table(), hide_index=True)
+st.caption("Add your own: a name, traits (blank = default) and a description that LLM brains read.")
+custom_table = st.data_editor(
+    form.custom_personalities_table(),
+    num_rows="dynamic",
+    key="custom_personalities_editor",
+    hide_index=True,
+    column_config={
+        "name": st.column_config.TextColumn("name", max_chars=40),
+        "description": st.column_config.TextColumn("description", max_chars=2000),
+        **{
+            trait: st.column_config.NumberColumn(trait, help=info.description)
+            for trait, info in Traits.model_fields.items()
+        },
+    },
+)
+slot("custom_personalities")
+fields["custom_personalities"] = form.custom_personalities_from_table(custom_table)
+
+names = list(BUILTIN) + [p["name"] for p in fields["custom_personalities"] if p["name"] not in BUILTIN]
+default_counts = apportion({name: 1.0 for name in BUILTIN}, 10)
+st.markdown("**Mix and engine per personality**")
+mix: dict[str, float] = {}
+personality_models: dict[str, str] = {}
+for name in names:
+    left, right = st.columns([1, 1])
+    mix[name] = left.number_input(
+        f"Count: {plain(name)}", value=default_counts.get(name, 0), step=1, key=f"mix_{name}", disabled=use_roster
+    )
+    engine = right.selectbox(f"Engine: {plain(name)}", [RUN_DEFAULT, *engines], key=f"engine_{name}")
+    if engine != RUN_DEFAULT:
+        personality_models[name] = engine
+slot("personalities", "personality_models")
+fields["personalities"] = mix
+if personality_models:
+    fields["personality_models"] = personality_models
+if not use_roster:
+    total = sum(v for v in mix.values() if v > 0)
+    if total == participants:
+        st.caption(f"The counts add up to {int(participants)} participants and are used exactly.")
+    else:
+        st.caption(f"The counts add up to {total:g}, not {participants}: they are used as shares.")
+
+# --- roster -----------------------------------------------------------------------------------------
+st.subheader("Roster")
+st.toggle("Edit the participants one by one (roster)", key="use_roster",
+          help="Start from a generated community or upload a CSV/JSON roster, then edit any cell.")
+roster_table: pd.DataFrame | None = None
+roster_problem: str | None = None
+if use_roster:
+    base_fields = {**fields, "num_participants": participants}
+    base, _ = form.validate(base_fields)
+    c1, c2 = st.columns([1, 2])
+    if c1.button("Generate from the settings above", disabled=base is None,
+                 help=None if base is not None else "Fix the settings above first."):
+        st.session_state["roster_base"] = form.roster_table(base)
+        st.session_state["roster_version"] = st.session_state.get("roster_version", 0) + 1
+    upload = c2.file_uploader("Upload a roster (CSV or JSON)", type=["csv", "json"], key="roster_upload")
+    if upload is not None and st.session_state.get("roster_upload_id") != upload.file_id:
+        st.session_state["roster_upload_id"] = upload.file_id
+        try:
+            st.session_state["roster_base"] = form.roster_table_from_upload(upload.name, upload.getvalue())
+            st.session_state["roster_version"] = st.session_state.get("roster_version", 0) + 1
+            st.session_state.pop("roster_upload_error", None)
+        except RosterError as exc:
+            st.session_state["roster_upload_error"] = str(exc)
+    if "roster_upload_error" in st.session_state:
+        st.error(plain(st.session_state["roster_upload_error"]))
+    if "roster_base" not in st.session_state and base is not None:
+        st.session_state["roster_base"] = form.roster_table(base)
+    if "roster_base" in st.session_state:
+        # A new base (generated or uploaded) gets a new editor key: edits are
+        # stored by row position and would otherwise land on the wrong rows.
+        roster_table = st.data_editor(
+            st.session_state["roster_base"],
+            num_rows="dynamic",
+            key=f"roster_editor_{st.session_state.get('roster_version', 0)}",
+            hide_index=True,
+            column_config={
+                "personality": st.column_config.SelectboxColumn("personality", options=names, required=True),
+                "brain": st.column_config.SelectboxColumn(
+                    "engine", options=["", *engines], help="blank: the engine of the personality or the run"
+                ),
+                "notes": st.column_config.TextColumn("notes", max_chars=2000),
+            },
+        )
+    slot("roster")
+    if roster_table is None:
+        roster_problem = "roster: generate one or upload a file"
+    else:
+        try:
+            fields["roster"] = form.roster_from_table(roster_table)
+            participants = len(fields["roster"])
+        except RosterError as exc:
+            roster_problem = str(exc)
+        d1, d2, _ = st.columns([1, 1, 4])
+        d1.download_button("Roster CSV", form.roster_csv(roster_table), file_name="roster.csv", mime="text/csv",
+                           on_click="ignore", icon=":material/download:")
+        if "roster" in fields:
+            d2.download_button("Roster JSON", form.roster_json(roster_table), file_name="roster.json",
+                               mime="application/json", on_click="ignore", icon=":material/download:")
+fields["num_participants"] = participants
+
+# --- engine and negotiation -------------------------------------------------------------------------
+st.subheader("Engine and negotiation")
+c1, c2, c3, c4 = st.columns(4)
+with c1:
+    model = st.selectbox("Engine for everyone", engines, key="model",
+                         help="rules: the offline engine; or a model the environment has a key for.")
+    slot("model")
+if model != RULES:
+    fields["model"] = model
+with c2:
+    fields["facilitator"] = st.toggle("Facilitator", value=True, key="facilitator",
+                                      help="Off: a control run with no advice.")
+    facilitator_model = st.selectbox("Facilitator engine", engines, key="facilitator_model",
+                                     disabled=not fields["facilitator"])
+    slot("facilitator", "facilitator_model")
+if fields["facilitator"] and facilitator_model != RULES:
+    fields["facilitator_model"] = facilitator_model
+with c3:
+    fields["pairing"] = st.radio("Pairing", ["random", "need"], key="pairing", horizontal=True,
+                                 help="need: those who need a resource tend to meet those with a surplus of it.")
+    slot("pairing")
+with c4:
+    fields["max_turns"] = st.number_input("Max turns", value=6, step=1, key="max_turns",
+                                          help="Messages per exchange, the opening proposal included (2-20).")
+    slot("max_turns")
+uses_llm = model != RULES or bool(personality_models) or "facilitator_model" in fields or any(
+    (m.brain or RULES) != RULES for m in fields.get("roster", [])
+)
+if uses_llm:
+    budget = st.number_input("Budget (USD)", value=None, min_value=0.0, key="budget_usd", placeholder="no limit",
+                             help="Stop before spending more than this on LLM calls.")
+    slot("budget_usd")
+    if budget:
+        fields["budget_usd"] = budget
+    if served:
+        fields["api_base"] = served
+
+# --- check and run ----------------------------------------------------------------------------------
+config, problems = form.validate(fields)
+if config is not None and config.simulation_id and (store().root / "runs" / config.simulation_id).exists():
+    config, problems = None, {"simulation_id": [f"simulation_id: a run named {config.simulation_id!r} already exists"]}
+if roster_problem is not None:
+    problems.setdefault("roster", []).insert(0, roster_problem)
+    config = None
+unplaced: list[str] = []
+for field, lines in problems.items():
+    if field in slots:
+        slots[field].error(plain("\n".join(lines)))
+    else:
+        unplaced.extend(lines)
+
+st.divider()
+left, right = st.columns([1, 4])
+ready = config is not None and not problems
+clicked = left.button("Run simulation", type="primary", disabled=not ready, key="run")
+if ready:
+    right.caption("Ready. The run continues in the background if you leave or reload this page.")
+else:
+    first = next(iter(problems.values()))[0]
+    right.warning(plain(f"Run is disabled: {first}"))
+for line in unplaced:
+    st.error(plain(line))
+
+if config is not None:
+    with st.expander("The config this run will use (JSON)"):
+        text = config.model_dump_json(indent=2, exclude_defaults=True)
+        st.code(text, language="json")
+        st.download_button("config.json", text, file_name="config.json", mime="application/json",
+                           on_click="ignore", icon=":material/download:")
+
+if clicked and config is not None:
+    handle = runner().start(config, store())
+    st.switch_page("pages/running.py", query_params={"run": handle.run_id})

@@ -1,0 +1,219 @@
+"""The dashboard in a real browser (headless Debian Chromium via Playwright).
+
+Starts `streamlit run app.py` on a free port with a private store, fills the
+New simulation form the way a person would, runs it, waits for the results,
+opens one exchange as a conversation, and saves a screenshot of every page
+under test-output/ (kept by CI as artifacts).
+
+Skipped only on a machine without /usr/bin/chromium and outside CI; in CI a
+missing browser is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-output"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+if not CHROMIUM.exists() and not os.environ.get("CI"):
+    pytest.skip("needs Debian's chromium at /usr/bin/chromium (CI installs it)", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "COMMONPOOL_STORE": str(tmp_path_factory.mktemp("store"))}
+    log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def settle(page: Page) -> None:
+    """Wait until Streamlit has finished running the script for the last interaction."""
+    page.wait_for_timeout(300)
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)
+
+
+def shoot(page: Page, name: str) -> None:
+    """A screenshot of the whole page: Streamlit scrolls inside its own container, so grow the window."""
+    SHOTS.mkdir(exist_ok=True)
+    size = page.viewport_size
+    height = page.evaluate(
+        "Math.max(...[...document.querySelectorAll('[data-testid=stMain], section')].map(e => e.scrollHeight))"
+    )
+    page.set_viewport_size({"width": size["width"], "height": min(max(height + 100, size["height"]), 6000)})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size(size)
+
+
+def choose(page: Page, label: str, index: int) -> None:
+    """Pick the index-th option of a selectbox; a rerun landing mid-click can close the list, so retry."""
+    for _ in range(5):
+        page.get_by_role("combobox", name=label).click()
+        option = page.get_by_role("option").nth(index)
+        try:
+            option.wait_for(state="visible", timeout=3_000)
+        except PlaywrightTimeout:
+            continue
+        option.click()
+        settle(page)
+        return
+    raise AssertionError(f"the options of {label!r} never opened")
+
+
+def set_number(page: Page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    settle(page)
+
+
+def test_a_person_runs_a_simulation_and_reads_one_negotiation(server: str, page: Page) -> None:
+    page.goto(server)
+    expect(page.get_by_role("heading", name="New simulation")).to_be_visible()
+    settle(page)
+    set_number(page, "Participants", 14)
+    set_number(page, "Min exchanges", 150)
+    set_number(page, "Max exchanges", 180)
+    set_number(page, "Seed", 7)
+    # An impossible range: the Run button is disabled and says why.
+    set_number(page, "Min exchanges", 500)
+    run = page.get_by_role("button", name="Run simulation")
+    expect(run).to_be_disabled()
+    expect(page.get_by_text("Run is disabled: min_exchanges (500) must not exceed max_exchanges (180)")).to_be_visible()
+    set_number(page, "Min exchanges", 150)
+    expect(run).to_be_enabled()
+    shoot(page, "1-new-simulation")
+
+    run.click()
+    expect(page.get_by_role("heading", name="Running")).to_be_visible()
+    expect(page.get_by_role("link", name="Explore this run")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("completed:", exact=False)).to_be_visible()
+    shoot(page, "2-running")
+
+    page.get_by_role("link", name="Explore this run").click()
+    expect(page.get_by_role("heading", name="Explore a run")).to_be_visible()
+    settle(page)
+    expect(page.get_by_test_id("stMetric").filter(has_text="Acceptance rate")).to_be_visible()
+    expect(page.locator(".vega-embed").first).to_be_visible()
+    shoot(page, "3-explore")
+
+    page.get_by_role("tab", name="Exchange log").click()
+    expect(page.get_by_text("exchanges match.", exact=False)).to_be_visible()
+    settle(page)
+    choose(page, "Read one exchange as a conversation", 1)
+    settle(page)
+    expect(page.get_by_role("heading", name="Exchange #2, round")).to_be_visible()
+    bubbles = page.get_by_test_id("stChatMessage")
+    expect(bubbles.first).to_contain_text("Facilitator (advice, not binding)")
+    expect(bubbles.nth(1)).to_contain_text("Turn 1")
+    expect(bubbles.nth(1)).to_contain_text("propose")
+    expect(page.get_by_text("Outcome: ", exact=False)).to_be_visible()
+    page.get_by_test_id("stChatMessage").first.scroll_into_view_if_needed()
+    shoot(page, "4-explore-conversation")
+
+
+def test_compare_and_sql_pages(server: str, page: Page) -> None:
+    page.goto(server)
+    settle(page)
+    # A second run, with no facilitator, gives Compare something to compare.
+    page.get_by_text("Facilitator", exact=True).first.click()
+    settle(page)
+    page.get_by_role("button", name="Run simulation").click()
+    expect(page.get_by_role("link", name="Explore this run")).to_be_visible(timeout=60_000)
+
+    page.get_by_role("link", name="Compare runs").click()
+    expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+    settle(page)
+    expect(page.locator(".vega-embed").first).to_be_visible()
+    shoot(page, "5-compare")
+
+    page.get_by_role("link", name="SQL").click()
+    expect(page.get_by_role("heading", name="SQL")).to_be_visible()
+    settle(page)
+    query = page.get_by_label("Query")
+    query.fill("SELECT outcome, count(*) AS n FROM exchanges GROUP BY outcome ORDER BY n DESC")
+    query.press("Control+Enter")
+    page.get_by_role("button", name="Run query").click()
+    settle(page)
+    expect(page.get_by_text("rows in", exact=False)).to_be_visible()
+    shoot(page, "6-sql")
+    query.fill("DROP TABLE exchanges")
+    query.press("Control+Enter")
+    page.get_by_role("button", name="Run query").click()
+    settle(page)
+    expect(page.get_by_text("the console is read-only", exact=False)).to_be_visible()
+    shoot(page, "7-sql-refused")

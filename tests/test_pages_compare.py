@@ -1,0 +1,38 @@
+"""The Compare page: the same figures for several runs side by side, and overlaid charts."""
+
+from __future__ import annotations
+
+from commonpool import metrics
+from commonpool.store import Store
+from pages_support import app, no_exceptions, nodes, small_run, store  # noqa: F401  (store is a fixture)
+
+
+def test_two_runs_side_by_side_with_overlaid_charts(store: Store) -> None:
+    with_facilitator = small_run(store, simulation_id="with-facilitator")
+    control = small_run(store, simulation_id="control", facilitator=False)
+    at = app("pages/compare.py", {"runs": "with-facilitator"})
+    at.multiselect(key="compare_runs").set_value([with_facilitator, control]).run()
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["figure", with_facilitator, control]
+    figures = table.set_index("figure")
+    expected = metrics.compare(store.connect(), [with_facilitator, control]).set_index("run_id")
+    assert figures.at["exchanges", control] == str(expected.at[control, "exchanges"])
+    assert figures.at["acceptance_rate", with_facilitator] == f"{expected.at[with_facilitator, 'acceptance_rate']:,.4g}"
+    assert len(nodes(at.main, "vega_lite_chart")) == 4
+    assert {d.label for d in at.download_button} == {"CSV", "Parquet"}
+
+
+def test_one_run_picked_asks_for_another(store: Store) -> None:
+    first = small_run(store, simulation_id="first")
+    small_run(store, simulation_id="second")
+    at = app("pages/compare.py")
+    at.multiselect(key="compare_runs").set_value([first]).run()
+    assert "at least two runs" in at.warning[0].value
+
+
+def test_with_one_run_in_the_store_the_page_explains(store: Store) -> None:
+    small_run(store)
+    at = app("pages/compare.py")
+    no_exceptions(at)
+    assert "at least two runs" in at.info[0].value

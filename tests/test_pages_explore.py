@@ -1,0 +1,111 @@
+"""The Explore page: headline figures, every chart, the exchange log and one conversation."""
+
+from __future__ import annotations
+
+import re
+
+from commonpool import ParticipantSpec, metrics
+from commonpool.store import Store
+from pages_support import app, no_exceptions, nodes, small_run, store, texts  # noqa: F401  (store is a fixture)
+
+CHART_TITLES = {
+    "Activity and acceptance over the run",
+    "Turns to the end of a negotiation",
+    "Holdings by resource over time, per personality",
+    "Exchange rates of the 8 busiest pairs",
+    "Spread of exchange rates over time",
+    "Who trades with whom",
+    "Personalities: exchanges (number), acceptance (colour)",
+    "Trades between participants (rows and columns grouped by personality)",
+    "Outcomes by personality",
+    "Lorenz curve of holdings value",
+    "Lorenz curve of utility",
+    "Facilitator adherence: agreed vs suggested",
+}
+
+
+def chart_titles(at) -> set[str]:  # noqa: ANN001
+    import json
+
+    titles = set()
+    for chart in nodes(at.main, "vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec.get("title")
+        titles.add(title if isinstance(title, str) else title["text"] if title else "")
+    return titles
+
+
+def test_explore_renders_every_chart_and_the_headline_figures(store: Store) -> None:
+    run_id = small_run(store)
+    at = app("pages/explore.py", {"run": run_id})
+    no_exceptions(at)
+    assert chart_titles(at) == CHART_TITLES
+    s = metrics.summary(store.connect(), run_id)
+    headline = {m.label: m.value for m in at.metric}
+    assert headline["Acceptance rate"] == f"{s['acceptance_rate']:.1%}"
+    assert headline["Needs met"] == f"{s['need_fulfilment_final']:.1%}"
+    assert {"Welfare change", "Gini of holdings", "Gini of utility", "Anchoring"} <= set(headline)
+
+
+def test_every_table_shown_has_csv_and_parquet_downloads(store: Store) -> None:
+    run_id = small_run(store)
+    at = app("pages/explore.py", {"run": run_id})
+    labels = [d.label for d in at.download_button]
+    assert labels.count("CSV") == labels.count("Parquet") >= len(at.dataframe) - 1  # the valuations sit in a transcript
+
+
+def test_a_control_run_says_there_was_no_facilitator(store: Store) -> None:
+    run_id = small_run(store, facilitator=False)
+    at = app("pages/explore.py", {"run": run_id})
+    no_exceptions(at)
+    assert any("facilitator was off" in i.value for i in at.info)
+    assert "Facilitator adherence: agreed vs suggested" not in chart_titles(at)
+
+
+def test_the_log_is_filtered_and_paged_in_the_database(store: Store) -> None:
+    run_id = small_run(store)
+    at = app("pages/explore.py", {"run": run_id})
+    at.multiselect(key="log_outcomes").set_value(["accepted"]).run()
+    accepted = store.connect().execute(
+        f"SELECT count(*) FROM exchanges WHERE run_id = '{run_id}' AND outcome = 'accepted'").fetchone()[0]
+    assert any(c.value == f"{accepted:,} exchanges match." for c in at.caption)
+    log = [d for d in at.dataframe if "outcome" in d.value.columns][0].value
+    assert set(log["outcome"]) == {"accepted"} and len(log) == 25
+    at.number_input(key="log_page").set_value(2).run()
+    second = [d for d in at.dataframe if "outcome" in d.value.columns][0].value
+    assert second["exchange_id"].min() > log["exchange_id"].max()
+
+
+def test_the_drill_down_reads_one_exchange_as_a_conversation(store: Store) -> None:
+    run_id = small_run(store)
+    at = app("pages/explore.py", {"run": run_id})
+    first = at.selectbox(key="log_exchange").options[0]
+    assert first.startswith("#1 · ")
+    con = store.connect()
+    offers = con.execute(f"SELECT message FROM offers WHERE run_id = '{run_id}' AND exchange_id = 1 ORDER BY turn").fetchall()
+    note = con.execute(f"SELECT note FROM advice WHERE run_id = '{run_id}' AND exchange_id = 1").fetchone()[0]
+    messages = at.chat_message
+    assert len(messages) == 1 + len(offers)  # the facilitator, then one bubble per turn
+    shown = texts(at)
+    assert note in shown
+    assert [m for (m,) in offers] == [t for t in shown if t in {m for (m,) in offers}]
+    assert any(t.startswith("Outcome: ") for t in shown)
+
+
+def test_names_and_notes_from_users_are_shown_as_text_not_markup(store: Store) -> None:
+    resources = [{"name": "books", "kind": "good"}, {"name": "tools", "kind": "good"}]
+    sly = "**Eve** <img src=x onerror=alert(1)> [link](http://evil.test) :red[x]"
+    roster = [
+        ParticipantSpec(name=sly, personality="cautious", holdings={"books": 6}, needs={"tools": 2}),
+        ParticipantSpec(name="Bob", personality="generous", holdings={"tools": 6}, needs={"books": 2}),
+    ]
+    run_id = small_run(store, num_participants=2, resources=resources, roster=roster, min_exchanges=5,
+                       max_exchanges=5)
+    at = app("pages/explore.py", {"run": run_id})
+    no_exceptions(at)
+    assert any(sly in t for t in texts(at))
+    rendered = [m.value for m in at.markdown] + [c.value for c in at.caption] + [h.value for h in at.subheader]
+    mentions = [r for r in rendered if "Eve" in r]
+    # Where a name reaches a Markdown element, every markup character in it is escaped.
+    assert mentions and not any(re.search(r"(?<!\\)[<>*\[\]():]", r.split(" · ")[1]) for r in mentions)
+    assert not at.get("html")

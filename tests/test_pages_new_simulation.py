@@ -1,0 +1,209 @@
+"""The New simulation page: the form builds a SimulationConfig, shows problems beside
+their fields, and runs in the background."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from commonpool import SimulationConfig
+from commonpool.population import generate, roster_to_csv
+from commonpool.store import Store
+from pages_support import app, no_exceptions, store, unescaped, wait_until  # noqa: F401  (store is a fixture)
+
+
+def run_button(at):  # noqa: ANN001, ANN201
+    return at.button(key="run")
+
+
+def config_shown(at) -> dict:  # noqa: ANN001
+    """The config the page would run, from its JSON preview."""
+    return json.loads(at.code[0].value)
+
+
+def finished(at) -> bool:  # noqa: ANN001
+    return any(m.value in ("completed", "cancelled", "failed") for m in at.metric)
+
+
+def test_default_form_is_ready_to_run(store: Store) -> None:
+    at = app()
+    no_exceptions(at)
+    assert not run_button(at).disabled
+    assert not at.error
+
+
+def test_a_run_launched_from_the_form_finishes_and_is_stored(store: Store) -> None:
+    at = app()
+    at.number_input(key="num_participants").set_value(12)
+    at.number_input(key="min_exchanges").set_value(150)
+    at.number_input(key="max_exchanges").set_value(200)
+    at.number_input(key="seed").set_value(42)
+    at.radio(key="pairing").set_value("need")
+    at.toggle(key="facilitator").set_value(False)
+    at.run()
+    run_button(at).click().run()
+    no_exceptions(at)
+    assert at.title[0].value == "Running"
+    wait_until(at, finished)
+    assert [m.value for m in at.metric if m.label == "Status"] == ["completed"]
+    (info,) = store.runs()
+    assert info.status == "completed"
+    assert info.seed == 42
+    assert 150 <= info.meta["exchanges_recorded"] <= 200
+    assert info.meta["facilitator"] == "off"
+    assert info.meta["config"]["pairing"] == "need"
+    assert at.get("page_link")[0].proto.label == "Explore this run"
+
+
+def test_min_above_max_disables_run_and_says_why_beside_the_field(store: Store) -> None:
+    at = app()
+    at.number_input(key="min_exchanges").set_value(50)
+    at.number_input(key="max_exchanges").set_value(10)
+    at.run()
+    assert run_button(at).disabled
+    assert any("min_exchanges (50) must not exceed max_exchanges (10)" in unescaped(e.value) for e in at.error)
+    assert any("Run is disabled" in w.value for w in at.warning)
+
+
+def test_too_few_participants_is_refused_by_the_config(store: Store) -> None:
+    at = app()
+    at.number_input(key="num_participants").set_value(1)
+    at.run()
+    assert run_button(at).disabled
+    assert any("num_participants: Input should be greater than or equal to 2" in unescaped(e.value) for e in at.error)
+
+
+def test_resources_can_be_renamed_added_and_given_a_kind(store: Store) -> None:
+    at = app()
+    at.session_state["resources_editor"] = {
+        "edited_rows": {0: {"name": "novels"}, 1: {"kind": "skill"}},
+        "added_rows": [{"name": "massage", "kind": "time"}],
+        "deleted_rows": [7],
+    }
+    at.run()
+    no_exceptions(at)
+    resources = [(r.name, r.kind) for r in SimulationConfig.model_validate(config_shown(at)).resources]
+    assert resources[0] == ("novels", "good")
+    assert resources[1] == ("tools", "skill")
+    assert resources[-1] == ("massage", "time")
+    assert "gardening hours" not in [name for name, _ in resources]
+
+
+def test_a_bad_resource_name_is_shown_beside_the_resources(store: Store) -> None:
+    at = app()
+    at.session_state["resources_editor"] = {"edited_rows": {0: {"name": "tools"}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert run_button(at).disabled
+    assert any("resource names must be unique; repeated: tools" in unescaped(e.value) for e in at.error)
+
+
+def test_a_custom_personality_joins_the_mix_with_its_own_count(store: Store) -> None:
+    at = app()
+    at.session_state["custom_personalities_editor"] = {
+        "edited_rows": {},
+        "added_rows": [{"name": "haggler", "description": "Argues over every unit.", "aspiration": 0.95}],
+        "deleted_rows": [],
+    }
+    at.run()
+    at.number_input(key="mix_haggler").set_value(2)
+    at.number_input(key="mix_cautious").set_value(2)
+    at.run()
+    no_exceptions(at)
+    config = SimulationConfig.model_validate(config_shown(at))
+    assert config.personality("haggler").traits.aspiration == 0.95
+    assert config.personalities["haggler"] == 2
+
+
+def test_a_custom_personality_with_a_bad_trait_is_refused(store: Store) -> None:
+    at = app()
+    at.session_state["custom_personalities_editor"] = {
+        "edited_rows": {}, "added_rows": [{"name": "reckless", "aspiration": 3.0}], "deleted_rows": []
+    }
+    at.run()
+    assert run_button(at).disabled
+    assert any("custom_personalities row 1 traits aspiration" in unescaped(e.value) for e in at.error)
+
+
+def roster_csv(people: int = 6) -> str:
+    config = SimulationConfig(seed=5, num_participants=people)
+    population = generate(config, np.random.default_rng(5))
+    return roster_to_csv(population.to_specs(), population.resources)
+
+
+def test_an_uploaded_roster_is_edited_and_runs_as_given(store: Store) -> None:
+    at = app()
+    at.toggle(key="use_roster").set_value(True).run()
+    at.file_uploader(key="roster_upload").set_value(("roster.csv", roster_csv(6).encode(), "text/csv"))
+    at.run()
+    no_exceptions(at)
+    editor = [d for d in at.data_editor if d.key and d.key.startswith("roster_editor")][0]
+    assert len(editor.value) == 6
+    at.session_state[editor.key] = {"edited_rows": {0: {"name": "Mx Renamed"}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    config = config_shown(at)
+    assert config["num_participants"] == 6
+    assert config["roster"][0]["name"] == "Mx Renamed"
+    assert {d.label for d in at.download_button} >= {"Roster CSV", "Roster JSON"}
+    run_button(at).click().run()
+    wait_until(at, finished)
+    con = store.connect()
+    names = [row[0] for row in con.execute("SELECT name FROM participants ORDER BY participant_id").fetchall()]
+    assert names[0] == "Mx Renamed" and len(names) == 6
+
+
+def test_a_bad_roster_upload_is_reported_and_nothing_changes(store: Store) -> None:
+    at = app()
+    at.toggle(key="use_roster").set_value(True).run()
+    at.file_uploader(key="roster_upload").set_value(("roster.csv", b"name,personality,holdings:books\nAda,cautious,lots\n", "text/csv"))
+    at.run()
+    no_exceptions(at)
+    assert any("roster row 1: holdings:books must be a whole number" in unescaped(e.value) for e in at.error)
+
+
+def test_an_unknown_personality_in_the_roster_disables_run(store: Store) -> None:
+    at = app()
+    at.toggle(key="use_roster").set_value(True).run()
+    editor = [d for d in at.data_editor if d.key and d.key.startswith("roster_editor")][0]
+    at.session_state[editor.key] = {"edited_rows": {2: {"personality": "wizard"}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert run_button(at).disabled
+    assert any("roster row 3: unknown personality 'wizard'" in unescaped(e.value) for e in at.error)
+
+
+def test_a_run_id_already_in_the_store_is_refused(store: Store) -> None:
+    from pages_support import small_run
+
+    taken = small_run(store, simulation_id="taken-id")
+    at = app()
+    at.text_input(key="simulation_id").input(taken).run()
+    assert run_button(at).disabled
+    assert any("a run named 'taken-id' already exists" in unescaped(e.value) for e in at.error)
+
+
+LLM_VARIABLES = ("COMMONPOOL_MODEL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OLLAMA_API_BASE",
+                 "OPENAI_API_BASE")
+
+
+def test_engines_offer_rules_when_no_model_has_a_key(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in LLM_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    at = app()
+    assert at.selectbox(key="model").options == ["rules"]
+    assert at.selectbox(key="engine_cautious").options[:2] == ["(run default)", "rules"]
+
+
+def test_a_model_on_a_local_server_can_be_chosen_per_personality(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in LLM_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    at = app()
+    at.text_input(key="served_model").input("tiny").run()
+    assert at.selectbox(key="engine_strategic").options == ["(run default)", "rules", "openai/tiny"]
+    at.selectbox(key="engine_strategic").set_value("openai/tiny").run()
+    config = SimulationConfig.model_validate(config_shown(at))
+    assert config.personality_models == {"strategic": "openai/tiny"}
+    assert config.api_base == "http://127.0.0.1:9/v1"
+    assert config.model is None
+    assert any(n.label == "Budget (USD)" for n in at.number_input)

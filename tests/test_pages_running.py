@@ -1,0 +1,71 @@
+"""The Running page: live progress and cancel for runs started here, and runs from the CLI too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from commonpool.store import Store
+from pages_support import app, no_exceptions, store, wait_until  # noqa: F401  (store is a fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def status(at) -> str | None:  # noqa: ANN001
+    shown = [m.value for m in at.metric if m.label == "Status"]
+    return shown[0] if shown else None
+
+
+def test_with_no_runs_the_page_says_how_to_start_one(store: Store) -> None:
+    at = app("pages/running.py")
+    no_exceptions(at)
+    assert "No runs yet" in at.info[0].value
+
+
+def test_a_run_started_from_the_cli_shows_up_with_its_counts(store: Store) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "commonpool", "run", "--store", str(store.root), "--num-participants", "10",
+         "--min-exchanges", "120", "--max-exchanges", "120", "--simulation-id", "from-cli", "--seed", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    at = app("pages/running.py", {"run": "from-cli"})
+    no_exceptions(at)
+    assert at.selectbox(key="run").value == "from-cli"
+    assert status(at) == "completed"
+    assert [m.value for m in at.metric if m.label == "Exchanges done"] == ["120"]
+    assert at.get("page_link")[0].proto.label == "Explore this run"
+
+
+def test_a_long_run_shows_progress_and_can_be_cancelled(store: Store) -> None:
+    at = app()
+    at.number_input(key="num_participants").set_value(200)
+    at.number_input(key="min_exchanges").set_value(50_000_000)
+    at.number_input(key="max_exchanges").set_value(50_000_000)
+    at.run()
+    at.button(key="run").click().run()
+    no_exceptions(at)
+    wait_until(at, lambda a: status(a) == "running" and any(b.key == "cancel" for b in a.button))
+    assert at.get("progress")
+    at.button(key="cancel").click().run()
+    wait_until(at, lambda a: status(a) == "cancelled")
+    (info,) = store.runs()
+    assert info.status == "cancelled"
+    assert 0 < info.meta["exchanges_recorded"] < 50_000_000
+
+
+def test_the_run_goes_on_when_the_tab_reloads(store: Store) -> None:
+    at = app()
+    at.number_input(key="num_participants").set_value(200)
+    at.number_input(key="min_exchanges").set_value(50_000_000)
+    at.number_input(key="max_exchanges").set_value(50_000_000)
+    at.run()
+    at.button(key="run").click().run()
+    wait_until(at, lambda a: status(a) == "running")
+    run_id = at.selectbox(key="run").value if at.selectbox else at.query_params["run"]
+    # A reload is a new session: new AppTest, same server process (same runner).
+    again = app("pages/running.py", {"run": run_id})
+    wait_until(again, lambda a: status(a) == "running")
+    again.button(key="cancel").click().run()
+    wait_until(again, lambda a: status(a) == "cancelled")
