@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from commonpool.brains.rules import RulesBrain, RulesFacilitator
 from commonpool.config import SimulationConfig
 from commonpool.facilitator import MarketHistory
 from commonpool.ledger import REASONS, Ledger
+from commonpool.llm.errors import FatalError
 from commonpool.population import Population, generate
 from commonpool.protocol import (
     ACCEPT,
@@ -42,6 +44,9 @@ from commonpool.protocol import (
 )
 from commonpool.recorder import Recorder
 from commonpool.store import RunWriter, Store
+
+if TYPE_CHECKING:
+    from commonpool.resume import Recorded
 
 Progress = Callable[["RunProgress"], None]
 
@@ -65,6 +70,7 @@ class RunResult:
     seconds: float
     path: Path
     error: str | None = None
+    llm: dict[str, float] = field(default_factory=dict)  # llm_calls, prompt_tokens, completion_tokens, cost_usd
 
 
 def new_run_id() -> str:
@@ -105,6 +111,11 @@ class Deciders:
     def reply(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
         return self._route("reply", world, batch, rows)
 
+    def end_round(self, batch: ExchangeBatch, outcome: np.ndarray) -> None:
+        """Let an LLM brain remember the round: its participants are told their past trades."""
+        if self.llm is not None and hasattr(self.llm, "end_round"):
+            self.llm.end_round(batch, outcome)
+
 
 def pair_up(
     rng: np.random.Generator, world: World, count: int, method: str
@@ -135,16 +146,25 @@ def run_simulation(
     should_stop: Callable[[], bool] | None = None,
     llm_brain: object | None = None,
     llm_facilitator: object | None = None,
+    resume: Recorded | None = None,
 ) -> RunResult:
-    """Run one simulation to the end (or until should_stop() says so) and store every step."""
+    """Run one simulation to the end (or until should_stop() says so) and store every step.
+
+    With resume (see commonpool.resume), the rounds already recorded are replayed
+    from the store rather than decided again, and the run continues in its folder.
+    """
     config = resolve(config)
     store = store if isinstance(store, Store) else Store(Path(store)) if store is not None else Store.default()
     rng = np.random.default_rng(config.seed)
     population = generate(config, rng)
+    built: list[object] = []
     if config.uses_llm() and (llm_brain is None or (config.facilitator_model and llm_facilitator is None)):
         from commonpool.brains.llm import build_llm
 
-        llm_brain, llm_facilitator = build_llm(config, population)
+        spent, first_call = (resume.llm_totals["cost_usd"], resume.next_call_id) if resume else (0.0, 1)
+        llm_brain, llm_facilitator = build_llm(config, population, store.root, spent, first_call)
+        built = [part for part in (llm_brain, llm_facilitator) if part is not None]
+    llm_parts = [part for part in (llm_brain, llm_facilitator) if part is not None]
     ledger = Ledger(population.holdings)
     history = MarketHistory(population.size, len(population.resources))
     world = World(population, ledger.holdings, config.need_weight, history, None)
@@ -156,28 +176,50 @@ def run_simulation(
     meta = run_meta(config, population, target)
     started = time.perf_counter()
     run_id = str(config.simulation_id)
-    with RunWriter(store.root, run_id, meta) as writer:
-        recorder = Recorder(writer, population, config, flush_every=100_000 if llm_brain is None else 1)
-        recorder.write_population(economy.utility(population.holdings, population.needs, population.wants, config.need_weight))
+    writer = resume.writer if resume else RunWriter(store.root, run_id, meta)
+    with writer:
+        # An LLM run flushes every round, so a crash loses at most the round in flight.
+        recorder = Recorder(writer, population, config, flush_every=100_000 if not llm_parts else 1)
+        if resume:
+            recorder.totals.update(resume.llm_totals)
+        else:
+            recorder.write_population(economy.utility(population.holdings, population.needs, population.wants, config.need_weight))
         done = accepted = rounds = 0
-        status = "completed"
-        while done < target:
-            if should_stop is not None and should_stop():
-                status = "cancelled"
-                break
-            size = min(per_round, target - done)
-            initiator, responder = pair_up(rng, world, size, config.pairing)
-            ids = np.arange(done + 1, done + size + 1, dtype=np.int64)
-            world.valuations = history.valuations(ledger.holdings, population.needs, population.wants) if facilitator else None
-            accepted += play_round(world, ledger, deciders, facilitator, recorder, rounds, ids, initiator, responder, config.max_turns)
-            done += size
-            rounds += 1
-            recorder.end_round(done, accepted)
-            if progress is not None:
-                progress(RunProgress(run_id, done, target, accepted, rounds, recorder.llm_totals()))
+        status, error = "completed", None
+        try:
+            while done < target:
+                if should_stop is not None and should_stop():
+                    status = "cancelled"
+                    break
+                size = min(per_round, target - done)
+                initiator, responder = pair_up(rng, world, size, config.pairing)
+                ids = np.arange(done + 1, done + size + 1, dtype=np.int64)
+                world.valuations = history.valuations(ledger.holdings, population.needs, population.wants) if facilitator else None
+                if resume and resume.has_round(rounds):
+                    accepted += resume.replay_round(rounds, world, ledger, deciders, ids, initiator, responder, config.max_turns)
+                else:
+                    try:
+                        accepted += play_round(world, ledger, deciders, facilitator, recorder, rounds, ids, initiator, responder, config.max_turns)
+                    except FatalError as exc:
+                        # No connection, a bad key or a spent budget: keep every finished round, drop this one.
+                        status, error = "failed", str(exc)
+                        recorder.discard_round()
+                        break
+                    finally:
+                        for part in llm_parts:
+                            recorder.add_llm_calls(part.drain_calls())  # type: ignore[attr-defined]
+                done += size
+                rounds += 1
+                recorder.end_round(done, accepted)
+                if progress is not None:
+                    progress(RunProgress(run_id, done, target, accepted, rounds, recorder.llm_totals()))
+        finally:
+            for part in built:
+                part.close()  # type: ignore[attr-defined]
         recorder.flush(done, accepted)
-        writer.close(status)
-    return RunResult(run_id, status, done, accepted, time.perf_counter() - started, store.root / "runs" / run_id)
+        writer.close(status, error)
+    seconds = time.perf_counter() - started
+    return RunResult(run_id, status, done, accepted, seconds, store.root / "runs" / run_id, error, recorder.llm_totals())
 
 
 def play_round(
@@ -249,6 +291,7 @@ def play_round(
     after_i = economy.utility(ledger.holdings[initiator], pop.needs[initiator], pop.wants[initiator], lam)
     after_j = economy.utility(ledger.holdings[responder], pop.needs[responder], pop.wants[responder], lam)
     world.history.record(initiator, responder, settled, batch.cur_a, batch.cur_qa, batch.cur_b, batch.cur_qb)
+    deciders.end_round(batch, outcome)
     recorder.add_exchanges(batch, outcome, turns, agreed, reason, (before_i, after_i), (before_j, after_j))
     recorder.add_transfers(batch, settled)
     return int(settled.sum())

@@ -188,6 +188,11 @@ class Recorder:
     def llm_totals(self) -> dict[str, float]:
         return dict(self.totals)
 
+    def discard_round(self) -> None:
+        """Forget the rows of a round that could not finish; its LLM calls happened and stay."""
+        self.parts.clear()
+        self.pending = 0
+
     def end_round(self, done: int, accepted: int) -> None:
         if self.pending >= self.flush_every:
             self.flush(done, accepted)

@@ -32,3 +32,25 @@ def simulate(store: Store):
         return run_simulation(SimulationConfig(**base), store)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server():
+    """One fake OpenAI-compatible server for the whole session (see fake_llm_server.py)."""
+    from fake_llm_server import FakeLLMServer
+
+    with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server, monkeypatch: pytest.MonkeyPatch):
+    """The session's fake server, back to its defaults (cooperative, no latency, nothing counted).
+
+    Provider keys are removed from the environment, so nothing a test does can use a real one.
+    """
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENAI_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    fake_llm_server.reset()
+    yield fake_llm_server
+    fake_llm_server.reset()

@@ -307,7 +307,7 @@ def cooperative_answer(state: dict) -> dict:
     # "propose" (and anything unknown is treated as a proposal request)
     prop = _proposal(state)
     if prop is None:
-        return {"action": "none", "message": "I have nothing I can offer you right now."}
+        return {"action": "reject", "message": "I have nothing I can offer you right now."}
     give, receive = prop
     return {"action": "propose", "give": give, "receive": receive, "message": _proposal_message("propose", give, receive)}
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from commonpool.store import _proc
-from commonpool.store.errors import RunExistsError
+from commonpool.store.errors import RunExistsError, RunNotFoundError
 from commonpool.store.schema import RUN_STATUSES, RUNS, TABLES
 
 # Run ids become folder names and appear inside SQL string literals: keep them to
@@ -34,7 +34,10 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 # Keys of run.json that the writer owns; meta and update() may not set them.
 _RESERVED = frozenset(
-    {"run_id", "status", "pid", "pid_start_time", "host", "started_at", "finished_at", "duration_s", "error"}
+    {
+        "run_id", "status", "pid", "pid_start_time", "host", "started_at", "finished_at", "duration_s", "error",
+        "committed_parts", "resumed_at",
+    }
 )
 
 # zstd: chunks and compacted files are both kept, and zstd is several times
@@ -192,6 +195,70 @@ class RunWriter:
                 raise
             self._finish(status, error)
 
+    @classmethod
+    def reopen(cls, store_root: Path, run_id: str, chunk_rows: int = 200_000) -> Self:
+        """Append to a run that stopped (interrupted, failed or cancelled) so it can be continued.
+
+        Parts written after the run's last flush were never committed (run.json
+        counts the committed parts of each table) and are removed, so a run killed
+        mid-flush cannot keep half a round. A compacted table becomes part 0 again,
+        for new parts to follow it.
+        """
+        check_run_id(run_id)
+        path = Path(store_root) / "runs" / run_id
+        try:
+            info = json.loads((path / "run.json").read_text())
+        except FileNotFoundError:
+            raise RunNotFoundError(run_id) from None
+        status = info.get("status")
+        if status == "running" and _proc.writer_alive(info.get("pid"), info.get("pid_start_time"), info.get("host")):
+            raise ValueError(f"run {run_id!r} is still running in process {info.get('pid')}")
+        if status == "completed":
+            raise ValueError(f"run {run_id!r} is already completed")
+        self = cls.__new__(cls)
+        self.run_id = run_id
+        self.path = path
+        self._chunk_rows = chunk_rows
+        self._buffers = {name: [] for name in TABLES}
+        self._buffered_rows = dict.fromkeys(TABLES, 0)
+        self._next_part = {name: self._recover_parts(name, info.get("committed_parts")) for name in TABLES}
+        self._started = time.monotonic() - float(info.get("duration_s") or 0.0)
+        self._closed = False
+        self._lock = threading.Lock()
+        pid = os.getpid()
+        info.update(
+            status="running", pid=pid, pid_start_time=_proc.process_start_time(pid), host=_proc.hostname(),
+            finished_at=None, error=None, committed_parts=dict(self._next_part),
+            resumed_at=[*info.get("resumed_at", []), _utc_now()],
+        )
+        self._info = info
+        _write_json_atomic(path / "run.json", info)
+        return self
+
+    def _recover_parts(self, table: str, committed: dict[str, int] | None) -> int:
+        """Put a table's files back into part form; the number of the next part."""
+        folder = self.path / table
+        if not folder.is_dir():
+            return 0
+        for leftover in folder.glob("*.tmp"):
+            leftover.unlink()
+        parts = sorted(folder.glob("part-*.parquet"))
+        data = folder / "data.parquet"
+        if data.exists():
+            # Compaction puts data.parquet in place before deleting parts, so any part still here is inside it.
+            for part in parts:
+                part.unlink()
+            os.replace(data, folder / "part-000000.parquet")
+            return 1
+        if committed is None:
+            # A run.json from before commit counts: every part is all we know.
+            return len(parts)
+        keep = committed.get(table, 0)
+        for part in parts:
+            if int(part.stem.removeprefix("part-")) >= keep:
+                part.unlink()
+        return keep
+
     def __enter__(self) -> Self:
         return self
 
@@ -212,9 +279,16 @@ class RunWriter:
             raise RuntimeError(f"run {self.run_id!r} is already closed")
 
     def _flush_locked(self) -> None:
+        written = False
         for table, rows in self._buffered_rows.items():
             if rows:
                 self._write_chunk(table)
+                written = True
+        if written:
+            # The commit point of a flush: parts numbered below these counts are whole
+            # flushes; reopen() removes any part written after it.
+            self._info["committed_parts"] = dict(self._next_part)
+            _write_json_atomic(self.path / "run.json", self._info)
 
     def _write_chunk(self, table: str) -> None:
         data = pa.concat_tables(self._buffers[table])

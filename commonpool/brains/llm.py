@@ -1,0 +1,527 @@
+"""LLM brains: participants and a facilitator that decide through a language model.
+
+They implement the rules brain's batch interface (propose/reply, advise). Every
+row of a turn whose speaker has a model becomes one request; all are sent at
+once on the session's background loop (at most --concurrency in flight) and
+gathered in row order, so results never depend on which answer came first.
+
+An answer is parsed and validated against the protocol and the holdings; a
+bad one gets one repair request quoting the problem; after that the rules brain
+decides the row (source=fallback, with the reason). When the provider gives no
+answer at all, on_llm_failure decides: "fallback" lets the rules brain decide,
+"fail" records the exchange as an error, or, for faults no later call can
+escape (no connection, bad key, budget spent), stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from functools import cache, partial
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from commonpool.brains.memory import TradeMemory
+from commonpool.brains.rules import RulesBrain, RulesFacilitator
+from commonpool.config import SimulationConfig
+from commonpool.llm.budget import Budget, BudgetModel
+from commonpool.llm.cache import CachedModel, ResponseCache
+from commonpool.llm.chat import CallRecord, ChatModel, ChatRequest
+from commonpool.llm.client import LiteLLMModel
+from commonpool.llm.cost import custom_prices, listed_prices
+from commonpool.llm.errors import FatalError, LLMError
+from commonpool.llm.limit import LimitedModel
+from commonpool.llm.loop import BackgroundLoop
+from commonpool.llm.parse import extract_json
+from commonpool.llm.retry import RetryModel
+from commonpool.llm.scrub import scrub
+from commonpool.llm.settings import load_env
+from commonpool.population import Population
+from commonpool.protocol import (
+    ACCEPT,
+    COUNTER,
+    FALLBACK,
+    LLM,
+    NO_RESOURCE,
+    PROPOSE,
+    REJECT,
+    AdviceBatch,
+    Decisions,
+    ExchangeBatch,
+    FacilitatorReply,
+    ParticipantReply,
+    World,
+    legal_actions,
+    speaker_is_initiator,
+)
+
+# Room for a short message and the JSON around it; the original tool's 150 cut answers off.
+PARTICIPANT_MAX_TOKENS = 400
+FACILITATOR_MAX_TOKENS = 600
+ACTION_CODES = {"propose": PROPOSE, "counter": COUNTER, "accept": ACCEPT, "reject": REJECT}
+MAX_PROBLEM_CHARS = 500
+NO_DECISION = -1  # Decisions.source for "no decision": the engine records the exchange as an error
+
+T = TypeVar("T")
+
+
+@cache
+def prompt(name: str) -> Template:
+    """A prompt file of commonpool/prompts/; $names are filled with string.Template (JSON braces stay literal)."""
+    return Template(resources.files("commonpool").joinpath(f"prompts/{name}.md").read_text(encoding="utf-8"))
+
+
+@cache
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+class ReplyError(ValueError):
+    """An answer that breaks the protocol; its message is what the repair request quotes."""
+
+
+@dataclass
+class Answer(Generic[T]):
+    value: T | None
+    reason: str | None
+    log: list[CallRecord]
+    provider_failed: bool = False  # the provider gave no answer (as opposed to a bad one)
+    fatal: FatalError | None = None
+
+
+@dataclass(frozen=True)
+class CallTags:
+    """Where a call belongs in llm_calls."""
+
+    exchange_id: int
+    turn: int  # 0 for the facilitator, which speaks before turn 1
+    role: str  # initiator, responder, facilitator
+    participant_id: int | None
+
+
+def build_model_stack(config: SimulationConfig, store_root: Path | None, budget: Budget) -> ChatModel:
+    custom = custom_prices(config)
+    model: ChatModel = LiteLLMModel(config.api_base, config.llm_timeout_s, custom)
+    model = RetryModel(model, config.llm_max_retries)
+    model = BudgetModel(model, budget, lambda name: custom or listed_prices(name))
+    model = LimitedModel(model, config.concurrency)
+    if store_root is not None:
+        model = CachedModel(model, ResponseCache(Path(store_root) / "cache" / "llm.sqlite"))
+    return model
+
+
+class LLMSession:
+    """What a run's LLM brain and facilitator share: the loop, the model stack, the call log, memory."""
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        population: Population,
+        store_root: Path | None,
+        spent_usd: float = 0.0,
+        first_call_id: int = 1,
+    ) -> None:
+        load_env()
+        self.config = config
+        self.population = population
+        self.budget = Budget(config.budget_usd, spent_usd)
+        self.model = build_model_stack(config, store_root, self.budget)
+        self.loop = BackgroundLoop()
+        self.memory = TradeMemory(population.size)
+        self.rows: list[dict[str, object]] = []
+        self.next_call_id = first_call_id
+
+    def gather(self, jobs: list[tuple[CallTags, Coroutine[Any, Any, Answer[T]]]]) -> list[Answer[T]]:
+        """Run the jobs concurrently; answers and llm_calls rows in job order. Raises a fatal error in fail mode."""
+        answers = self.loop.run(_gather([job for _, job in jobs]))
+        for (tags, _), answer in zip(jobs, answers):
+            for record in answer.log:
+                self.rows.append(
+                    {
+                        "call_id": self.next_call_id,
+                        "exchange_id": tags.exchange_id,
+                        "turn": tags.turn,
+                        "role": tags.role,
+                        "participant_id": tags.participant_id,
+                        "model": record.model,
+                        "prompt_tokens": record.prompt_tokens,
+                        "completion_tokens": record.completion_tokens,
+                        "cost_usd": record.cost_usd,
+                        "latency_ms": record.latency_ms,
+                        "cached": record.cached,
+                        "attempt": record.attempt,
+                        "error": record.error,
+                    }
+                )
+                self.next_call_id += 1
+        fatal = next((a.fatal for a in answers if a.fatal is not None), None)
+        if fatal is not None and self.config.on_llm_failure == "fail":
+            raise fatal
+        return answers
+
+    async def ask(
+        self,
+        model: str,
+        system: str,
+        user: str,
+        state_json: str,
+        schema: type[BaseModel],
+        max_tokens: int,
+        check: Callable[[str], T],
+    ) -> Answer[T]:
+        """One decision: a request, and one repair request if the answer does not pass check."""
+        log: list[CallRecord] = []
+        messages: tuple[tuple[str, str], ...] = (("system", system), ("user", user))
+        try:
+            for repairing in (False, True):
+                request = ChatRequest(
+                    model=model, messages=messages, schema=schema_of(schema), schema_name=schema.__name__,
+                    temperature=self.config.temperature, max_tokens=max_tokens,
+                )
+                reply = await self.model.complete(request, log)
+                try:
+                    return Answer(check(reply.text), None, log)
+                except ReplyError as exc:
+                    problem = scrub(str(exc))[:MAX_PROBLEM_CHARS]
+                    reply.record.error = f"invalid reply: {problem}"
+                    if repairing:
+                        return Answer(None, f"invalid reply after a repair request: {problem}", log)
+                    repair = prompt("repair").substitute(problem=problem, state=state_json)
+                    messages = (*messages, ("assistant", reply.text), ("user", repair))
+        except FatalError as exc:
+            return Answer(None, str(exc), log, provider_failed=True, fatal=exc)
+        except LLMError as exc:
+            return Answer(None, str(exc), log, provider_failed=True)
+        raise AssertionError("unreachable: the loop returns")
+
+    def drain_calls(self) -> list[dict[str, object]]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+async def _gather(jobs: list[Coroutine[Any, Any, T]]) -> list[T]:
+    return list(await asyncio.gather(*jobs))
+
+
+# --- what a prompt's state block says --------------------------------------------------------
+
+
+def _data(text: str) -> str:
+    """User-written text for the state block: backticks could close its fence, so they go."""
+    return text.replace("`", "'")
+
+
+def _units(population: Population, row: np.ndarray) -> dict[str, int]:
+    return {population.resources[k]: int(v) for k, v in enumerate(row) if v}
+
+
+def _bundle(population: Population, resource: int, quantity: int) -> dict[str, object] | None:
+    if resource == NO_RESOURCE:
+        return None
+    return {"resource": population.resources[resource], "quantity": int(quantity)}
+
+
+class LLMBrain:
+    """Brain protocol (see RulesBrain) for the participants whose brain is a model string."""
+
+    def __init__(self, session: LLMSession) -> None:
+        self.session = session
+        self.config = session.config
+        self.rules = RulesBrain()
+        self.advice_valuations: dict[int, dict[str, float]] = {}
+
+    def propose(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+        return self._decide("propose", world, batch, rows)
+
+    def reply(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+        return self._decide("reply", world, batch, rows)
+
+    def end_round(self, batch: ExchangeBatch, outcome: np.ndarray) -> None:
+        self.session.memory.record(batch, outcome)
+
+    def drain_calls(self) -> list[dict[str, object]]:
+        return self.session.drain_calls()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _decide(self, task: str, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+        population = world.population
+        role = "initiator" if speaker_is_initiator(batch.turn) else "responder"
+        system = prompt("participant").template
+        jobs = []
+        for row, speaker in zip(rows.tolist(), batch.speakers(rows).tolist()):
+            state_json = json.dumps(self._state(task, world, batch, row), ensure_ascii=False)
+            user = prompt(task).substitute(
+                turn=batch.turn, max_turns=batch.max_turns, state=state_json,
+                actions=" or ".join(legal_actions(batch.turn, batch.max_turns)),
+            )
+            tags = CallTags(int(batch.exchange_ids[row]), batch.turn, role, speaker)
+            check = partial(self._check, world, batch, row)
+            job = self.session.ask(
+                population.brains[speaker], system, user, state_json, ParticipantReply, PARTICIPANT_MAX_TOKENS, check
+            )
+            jobs.append((tags, job))
+        answers = self.session.gather(jobs)
+
+        decisions = Decisions.empty(len(rows))
+        decisions.source[:] = LLM
+        for k, answer in enumerate(answers):
+            if answer.value is not None:
+                action, a, qa, b, qb, message = answer.value
+                decisions.action[k], decisions.res_a[k], decisions.qty_a[k] = action, a, qa
+                decisions.res_b[k], decisions.qty_b[k], decisions.message[k] = b, qb, message
+        fallback = [k for k, a in enumerate(answers) if a.value is None and self._falls_back(a)]
+        if fallback:
+            ruled = getattr(self.rules, task)(world, batch, rows[fallback])
+            ruled.source[:] = FALLBACK
+            ruled.reason = np.array([answers[k].reason for k in fallback], dtype=object)
+            decisions.put(np.array(fallback), ruled)
+        for k, answer in enumerate(answers):
+            if answer.value is None and not self._falls_back(answer):
+                decisions.action[k], decisions.source[k] = REJECT, NO_DECISION
+                decisions.reason[k] = answer.reason
+                decisions.message[k] = "(no decision: the model could not be reached)"
+        return decisions
+
+    def _falls_back(self, answer: Answer[Any]) -> bool:
+        # A bad answer always goes to the rules brain; a missing one only when the user chose fallback.
+        return not answer.provider_failed or self.config.on_llm_failure == "fallback"
+
+    def _state(self, task: str, world: World, batch: ExchangeBatch, row: int) -> dict[str, object]:
+        population = world.population
+        initiator_speaks = speaker_is_initiator(batch.turn)
+        me, partner = (batch.initiator[row], batch.responder[row])[:: 1 if initiator_speaks else -1]
+        personality = self.config.personality(population.personalities[me])
+        state: dict[str, object] = {
+            "task": task,
+            "role": "initiator" if initiator_speaks else "responder",
+            "turn": batch.turn,
+            "max_turns": batch.max_turns,
+            "legal_actions": list(legal_actions(batch.turn, batch.max_turns)),
+            "resources": population.resources,
+            "me": {
+                "name": _data(population.names[me]),
+                "personality": {
+                    "name": personality.name,
+                    "description": _data(personality.description),
+                    "traits": personality.traits.model_dump(),
+                },
+                "notes": _data(population.notes[me]),
+                "holdings": _units(population, world.holdings[me]),
+                "needs": _units(population, population.needs[me]),
+                "wants": {r: round(float(w), 2) for r, w in zip(population.resources, population.wants[me])},
+                "memory": self.session.memory.recall(int(me), population),
+            },
+            "partner": {
+                "name": _data(population.names[partner]),
+                "holdings": _units(population, world.holdings[partner]),
+                "needs": _units(population, population.needs[partner]),
+            },
+            "advice": self._advice(world, batch, row),
+        }
+        if task == "reply":
+            mine = (batch.cur_a[row], batch.cur_qa[row]) if initiator_speaks else (batch.cur_b[row], batch.cur_qb[row])
+            theirs = (batch.cur_b[row], batch.cur_qb[row]) if initiator_speaks else (batch.cur_a[row], batch.cur_qa[row])
+            state["offer"] = {"you_give": _bundle(population, *mine), "you_receive": _bundle(population, *theirs)}
+        return state
+
+    def _advice(self, world: World, batch: ExchangeBatch, row: int) -> dict[str, object] | None:
+        advice = batch.advice
+        if advice is None:
+            return None
+        population = world.population
+        shown: dict[str, object] = {
+            "initiator_gives": _bundle(population, advice.res_a[row], advice.qty_a[row]),
+            "responder_gives": _bundle(population, advice.res_b[row], advice.qty_b[row]),
+        }
+        valuations = self.advice_valuations.get(int(batch.exchange_ids[row]))
+        if valuations is None and world.valuations is not None:
+            valuations = {r: round(float(v), 3) for r, v in zip(population.resources, world.valuations)}
+        if valuations:
+            shown["valuations"] = valuations
+        if advice.note is not None and advice.note[row]:
+            shown["note"] = _data(str(advice.note[row]))
+        return shown
+
+    def _check(self, world: World, batch: ExchangeBatch, row: int, text: str) -> tuple[int, int, int, int, int, str | None]:
+        """The answer as a decision row (action, res_a, qty_a, res_b, qty_b, message), or ReplyError."""
+        reply = _parse(text, ParticipantReply)
+        legal = legal_actions(batch.turn, batch.max_turns)
+        if reply.action not in legal:
+            raise ReplyError(f"action {reply.action!r} is not allowed on turn {batch.turn}; choose one of {', '.join(legal)}")
+        message = reply.message.strip() or None
+        code = ACTION_CODES[reply.action]
+        if reply.action in ("accept", "reject"):
+            # The swap columns of an answer are the offer being answered (none on turn 1).
+            return code, batch.cur_a[row], batch.cur_qa[row], batch.cur_b[row], batch.cur_qb[row], message
+        if reply.give is None or reply.receive is None:
+            raise ReplyError(f"{reply.action} needs both give and receive")
+        initiator_speaks = speaker_is_initiator(batch.turn)
+        me, partner = (batch.initiator[row], batch.responder[row])[:: 1 if initiator_speaks else -1]
+        give = _resource(world, reply.give.resource)
+        receive = _resource(world, reply.receive.resource)
+        _check_swap(world, (me, give, reply.give.quantity, "you"), (partner, receive, reply.receive.quantity, "your partner"))
+        if initiator_speaks:
+            return code, give, reply.give.quantity, receive, reply.receive.quantity, message
+        return code, receive, reply.receive.quantity, give, reply.give.quantity, message
+
+
+class LLMFacilitator:
+    """Facilitator protocol (see RulesFacilitator) backed by config.facilitator_model."""
+
+    def __init__(self, session: LLMSession, model: str, brain: LLMBrain | None = None) -> None:
+        self.session = session
+        self.model = model
+        self.brain = brain  # told this round's valuations, which its participants' prompts show
+        self.rules = RulesFacilitator()
+
+    def drain_calls(self) -> list[dict[str, object]]:
+        return self.session.drain_calls()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def advise(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> AdviceBatch:
+        system = prompt("facilitator").template
+        jobs = []
+        for row in rows.tolist():
+            state_json = json.dumps(self._state(world, batch, row), ensure_ascii=False)
+            tags = CallTags(int(batch.exchange_ids[row]), 0, "facilitator", None)
+            check = partial(self._check, world, batch, row)
+            user = prompt("advise").substitute(state=state_json)
+            jobs.append((tags, self.session.ask(self.model, system, user, state_json, FacilitatorReply, FACILITATOR_MAX_TOKENS, check)))
+        answers = self.session.gather(jobs)
+
+        size = len(rows)
+        advice = AdviceBatch(
+            res_a=np.full(size, NO_RESOURCE, dtype=np.int64), qty_a=np.zeros(size, dtype=np.int64),
+            res_b=np.full(size, NO_RESOURCE, dtype=np.int64), qty_b=np.zeros(size, dtype=np.int64),
+            source=np.full(size, LLM, dtype=np.int8), note=np.full(size, None, dtype=object),
+        )
+        valuations: dict[int, dict[str, float]] = {}
+        for k, answer in enumerate(answers):
+            if answer.value is not None:
+                advice.res_a[k], advice.qty_a[k], advice.res_b[k], advice.qty_b[k], advice.note[k], shown = answer.value
+                valuations[int(batch.exchange_ids[rows[k]])] = shown
+        # Advice is never binding, so any failure to get it (bad answer or no answer) falls back to the rules.
+        failed = [k for k, a in enumerate(answers) if a.value is None]
+        if failed:
+            ruled = self.rules.advise(world, batch, rows[failed])
+            for name in ("res_a", "qty_a", "res_b", "qty_b"):
+                getattr(advice, name)[failed] = getattr(ruled, name)
+            advice.source[failed] = FALLBACK
+        if self.brain is not None:
+            self.brain.advice_valuations = valuations
+        return advice
+
+    def _state(self, world: World, batch: ExchangeBatch, row: int) -> dict[str, object]:
+        population, history = world.population, world.history
+
+        def member(p: int) -> dict[str, object]:
+            return {
+                "name": _data(population.names[p]),
+                "notes": _data(population.notes[p]),
+                "holdings": _units(population, world.holdings[p]),
+                "needs": _units(population, population.needs[p]),
+                "wants": {r: round(float(w), 2) for r, w in zip(population.resources, population.wants[p])},
+            }
+
+        i, j = int(batch.initiator[row]), int(batch.responder[row])
+        market: dict[str, object] = {
+            "records": {
+                "initiator": {"meetings": int(history.meetings[i]), "deals": int(history.deals[i])},
+                "responder": {"meetings": int(history.meetings[j]), "deals": int(history.deals[j])},
+            }
+        }
+        if world.valuations is not None:
+            market["valuations"] = {r: round(float(v), 3) for r, v in zip(population.resources, world.valuations)}
+        return {
+            "task": "advise",
+            "resources": population.resources,
+            "initiator": member(i),
+            "responder": member(j),
+            "market": market,
+        }
+
+    def _check(
+        self, world: World, batch: ExchangeBatch, row: int, text: str
+    ) -> tuple[int, int, int, int, str | None, dict[str, float]]:
+        reply = _parse(text, FacilitatorReply)
+        known = set(world.population.resources)
+        unknown = sorted(set(reply.valuations) - known)
+        if unknown:
+            raise ReplyError(f"valuations name unknown resource {unknown[0]!r}; resources are {', '.join(world.population.resources)}")
+        if any(not v >= 0 for v in reply.valuations.values()):
+            raise ReplyError("valuations must be 0 or more")
+        a = _resource(world, reply.initiator_gives.resource)
+        b = _resource(world, reply.responder_gives.resource)
+        i, j = batch.initiator[row], batch.responder[row]
+        _check_swap(
+            world, (i, a, reply.initiator_gives.quantity, "the initiator"), (j, b, reply.responder_gives.quantity, "the responder")
+        )
+        note = reply.note.strip() or None
+        return a, reply.initiator_gives.quantity, b, reply.responder_gives.quantity, note, reply.valuations
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(text: str, model: type[M]) -> M:
+    try:
+        return model.model_validate(extract_json(text))
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in exc.errors()[:3]]
+        raise ReplyError("; ".join(problems)) from None
+    except ValueError as exc:
+        raise ReplyError(f"{exc}; answer with one JSON object") from None
+
+
+def _resource(world: World, name: str) -> int:
+    try:
+        return world.population.resources.index(name)
+    except ValueError:
+        raise ReplyError(f"unknown resource {name!r}; resources are {', '.join(world.population.resources)}") from None
+
+
+def _check_swap(world: World, *legs: tuple[int, int, int, str]) -> None:
+    """Each giver holds what it gives; the two resources differ."""
+    (_, first, _, _), (_, second, _, _) = legs
+    if first == second:
+        raise ReplyError("the two sides of a swap must be different resources")
+    for giver, resource, quantity, who in legs:
+        held = int(world.holdings[giver, resource])
+        if quantity > held:
+            name = world.population.resources[resource]
+            raise ReplyError(f"{who} cannot give {quantity} {name}: {who} hold{'s' if who != 'you' else ''} only {held}")
+
+
+def build_llm(
+    config: SimulationConfig,
+    population: Population,
+    store_root: Path | None = None,
+    spent_usd: float = 0.0,
+    first_call_id: int = 1,
+) -> tuple[LLMBrain | None, LLMFacilitator | None]:
+    """The run's LLM brain (if any participant has a model) and facilitator (if facilitator_model is set).
+
+    Both share one session: one loop, one concurrency limit, one budget, one call log.
+    """
+    wants_brain = any(b != "rules" for b in population.brains)
+    wants_facilitator = bool(config.facilitator and config.facilitator_model)
+    if not (wants_brain or wants_facilitator):
+        return None, None
+    session = LLMSession(config, population, store_root, spent_usd, first_call_id)
+    brain = LLMBrain(session) if wants_brain else None
+    facilitator = LLMFacilitator(session, str(config.facilitator_model), brain) if wants_facilitator else None
+    return brain, facilitator

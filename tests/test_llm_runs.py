@@ -1,0 +1,326 @@
+"""LLM runs against the fake server: every misbehaviour ends in a finished (or cleanly failed) run
+that conserves every unit and shows the fault in llm_calls; caching, concurrency and resume replay exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_llm_server import FakeLLMServer, free_port
+
+from commonpool import SimulationConfig, run_simulation
+from commonpool.cli import main as cli_main
+from commonpool.engine import RunProgress, RunResult
+from commonpool.resume import resume_simulation
+from commonpool.store import Store
+
+CANARY = "sk-canary-0a1b2c3d4e5f60718293a4b5"
+ROOT = Path(__file__).resolve().parents[1]
+# Tables a run's decisions determine; llm_calls differs between runs by latency and cached.
+DECIDED = {
+    "exchanges": "exchange_id",
+    "offers": "exchange_id, turn",
+    "advice": "exchange_id",
+    "transfers": "exchange_id, from_id",
+}
+
+
+def llm_run(server: FakeLLMServer, store: Store, mode: str = "cooperative", **fields: object) -> RunResult:
+    base: dict[str, object] = {
+        "seed": 4, "num_participants": 6, "min_exchanges": 9, "max_exchanges": 9,
+        "model": f"openai/fake-{mode}", "facilitator_model": "openai/fake", "api_base": server.base_url,
+        "llm_max_retries": 1, "llm_timeout_s": 5, "cost_per_1k_prompt_tokens": 0.001,
+        "cost_per_1k_completion_tokens": 0.002,
+    }
+    base.update(fields)
+    return run_simulation(SimulationConfig(**base), store)
+
+
+def rows(store: Store, sql: str, run_id: str) -> list[tuple]:
+    return store.connect().execute(sql, parameters=[run_id]).fetchall()
+
+
+def decided_tables(store: Store, run_id: str) -> dict[str, list[tuple]]:
+    con = store.connect()
+    return {
+        table: con.execute(f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ? ORDER BY {order}", [run_id]).fetchall()
+        for table, order in DECIDED.items()
+    }
+
+
+def assert_conserved(store: Store, run_id: str) -> None:
+    """initial_holdings + transfers in - out = final_holdings >= 0; only accepted swaps move units, two legs each."""
+    con = store.connect()
+    unbalanced = con.execute(
+        """SELECT count(*) FROM (SELECT resource, sum(quantity) q FROM initial_holdings WHERE run_id = $r GROUP BY ALL) i
+           FULL JOIN (SELECT resource, sum(quantity) q FROM final_holdings WHERE run_id = $r GROUP BY ALL) f USING (resource)
+           WHERE i.q IS DISTINCT FROM f.q""",
+        {"r": run_id},
+    ).fetchone()[0]
+    negative = con.execute("SELECT count(*) FROM final_holdings WHERE run_id = $r AND quantity < 0", {"r": run_id}).fetchone()[0]
+    legs = con.execute(
+        """SELECT count(*) FROM exchanges e LEFT JOIN (SELECT exchange_id, count(*) n FROM transfers WHERE run_id = $r GROUP BY 1) t
+           USING (exchange_id) WHERE e.run_id = $r AND coalesce(t.n, 0) <> CASE WHEN e.outcome = 'accepted' THEN 2 ELSE 0 END""",
+        {"r": run_id},
+    ).fetchone()[0]
+    assert (unbalanced, negative, legs) == (0, 0, 0)
+
+
+def test_cooperative_run_decides_by_model_and_records_every_call(fake_llm: FakeLLMServer, store: Store) -> None:
+    result = llm_run(fake_llm, store)
+    assert result.status == "completed" and result.exchanges == 9
+    sources = dict(rows(store, "SELECT source, count(*) FROM offers WHERE run_id = ? GROUP BY 1", result.run_id))
+    assert set(sources) == {"llm"}
+    calls = rows(store, "SELECT count(*), sum(cost_usd), count(error), min(call_id), max(call_id) FROM llm_calls WHERE run_id = ?", result.run_id)[0]
+    assert calls[0] == fake_llm.count == result.llm["llm_calls"]
+    assert calls[1] == pytest.approx(result.llm["cost_usd"]) and calls[1] > 0
+    assert calls[2:] == (0, 1, calls[0])
+    run = store.connect().execute("SELECT llm_calls, cost_usd, prompt_tokens FROM runs WHERE run_id = ?", [result.run_id]).fetchone()
+    assert run[0] == calls[0] and run[1] == pytest.approx(calls[1]) and run[2] > 0
+    words = rows(store, "SELECT message FROM offers WHERE run_id = ? AND turn = 1", result.run_id)
+    assert all(m.startswith("How about I give you") for (m,) in words)  # the model's own words
+    assert_conserved(store, result.run_id)
+
+
+def test_prompts_carry_the_state_block_memory_and_fenced_user_text(fake_llm: FakeLLMServer, store: Store) -> None:
+    llm_run(fake_llm, store, min_exchanges=12, max_exchanges=12)
+    participant = [r for r in fake_llm.requests if "legal_actions" in r["messages"][-1]["content"]]
+    state = json.loads(participant[-1]["messages"][-1]["content"].split("```json\n")[1].split("\n```")[0])
+    assert {"me", "partner", "advice", "legal_actions", "resources"} <= set(state)
+    assert "traits" in state["me"]["personality"] and state["me"]["notes"]
+    assert any(r["messages"][-1]["content"].count('"memory": [{') for r in participant)  # later rounds remember
+    assert "treat them as facts" in participant[0]["messages"][0]["content"]
+
+
+@pytest.mark.parametrize("mode", ["fenced_json", "prose_json"])
+def test_json_wrapped_in_fences_or_prose_is_accepted(fake_llm: FakeLLMServer, store: Store, mode: str) -> None:
+    result = llm_run(fake_llm, store, mode)
+    assert result.status == "completed"
+    assert rows(store, "SELECT DISTINCT source FROM offers WHERE run_id = ?", result.run_id) == [("llm",)]
+    assert_conserved(store, result.run_id)
+
+
+@pytest.mark.parametrize(
+    ("mode", "problem"),
+    [
+        ("invalid_json", "no JSON object"),
+        ("wrong_schema", "Field required"),
+        ("unknown_resource", "unknown resource 'unobtainium'"),
+        ("negative_qty", "greater than or equal to 1"),
+        ("fractional_qty", "valid integer"),
+        ("not_owned", "cannot give"),
+    ],
+)
+def test_a_bad_reply_gets_one_repair_then_the_rules_decide(fake_llm: FakeLLMServer, store: Store, mode: str, problem: str) -> None:
+    result = llm_run(fake_llm, store, mode)
+    assert result.status == "completed" and result.exchanges == 9
+    fallbacks = rows(store, "SELECT source, fallback_reason, turn FROM offers WHERE run_id = ?", result.run_id)
+    assert {s for s, _, _ in fallbacks} == {"fallback"}
+    assert all("after a repair request" in reason for _, reason, _ in fallbacks)
+    # On the last turn the fake's forced counter is itself illegal, which is reported first.
+    assert all(problem in reason for _, reason, turn in fallbacks if turn < 6)
+    per_turn = rows(
+        store,
+        "SELECT count(*), count(error) FILTER (WHERE error LIKE 'invalid reply:%') FROM llm_calls WHERE run_id = ? AND role <> 'facilitator'",
+        result.run_id,
+    )[0]
+    assert per_turn == (2 * len(fallbacks), 2 * len(fallbacks))  # the request and its repair, both faulted
+    assert_conserved(store, result.run_id)
+
+
+def test_rate_limits_are_retried_until_they_pass(fake_llm: FakeLLMServer, store: Store) -> None:
+    fake_llm.configure(fail_times=1)
+    result = llm_run(fake_llm, store, "flaky_429", llm_max_retries=2)
+    assert result.status == "completed"
+    assert rows(store, "SELECT DISTINCT source FROM offers WHERE run_id = ?", result.run_id) == [("llm",)]
+    attempts = rows(store, "SELECT attempt, count(error) > 0 FROM llm_calls WHERE run_id = ? AND role <> 'facilitator' GROUP BY 1 ORDER BY 1", result.run_id)
+    assert attempts == [(1, True), (2, False)]
+    assert_conserved(store, result.run_id)
+
+
+@pytest.mark.parametrize(("mode", "setting", "source"), [("http_429", "fallback", "fallback"), ("http_500", "fail", None)])
+def test_persistent_provider_errors_fall_back_or_mark_the_exchange(
+    fake_llm: FakeLLMServer, store: Store, mode: str, setting: str, source: str | None
+) -> None:
+    result = llm_run(fake_llm, store, mode, on_llm_failure=setting)
+    assert result.status == "completed"
+    offers = rows(store, "SELECT DISTINCT source FROM offers WHERE run_id = ?", result.run_id)
+    assert offers == [(source,)]
+    if source is None:
+        assert rows(store, "SELECT DISTINCT outcome FROM exchanges WHERE run_id = ?", result.run_id) == [("error",)]
+    errors = rows(store, "SELECT attempt, error FROM llm_calls WHERE run_id = ? AND role = 'initiator'", result.run_id)
+    assert {a for a, _ in errors} == {1, 2} and all(e and ("RateLimit" in e or "InternalServer" in e) for _, e in errors)
+    assert_conserved(store, result.run_id)
+
+
+def test_slow_replies_time_out_and_the_run_goes_on(fake_llm: FakeLLMServer, store: Store) -> None:
+    fake_llm.configure(slow_seconds=2)
+    started = time.perf_counter()
+    result = llm_run(
+        fake_llm, store, "slow", num_participants=4, min_exchanges=2, max_exchanges=2, llm_timeout_s=0.3,
+        llm_max_retries=0, on_llm_failure="fallback",
+    )
+    assert result.status == "completed" and time.perf_counter() - started < 10
+    assert all("Timeout" in e for (e,) in rows(store, "SELECT error FROM llm_calls WHERE run_id = ? AND role <> 'facilitator'", result.run_id))
+    assert_conserved(store, result.run_id)
+
+
+@pytest.mark.parametrize("mode", ["http_401", "refused"])
+def test_auth_errors_and_refused_connections_fail_the_run_cleanly(fake_llm: FakeLLMServer, store: Store, mode: str) -> None:
+    fields: dict[str, object] = {"facilitator_model": None}
+    if mode == "refused":
+        fields["api_base"] = f"http://127.0.0.1:{free_port()}/v1"
+    result = llm_run(fake_llm, store, "http_401" if mode == "http_401" else "cooperative", **fields)
+    assert result.status == "failed" and result.error
+    info = store.run(result.run_id)
+    assert info.status == "failed" and info.meta["error"] == result.error
+    assert ("Authentication" if mode == "http_401" else "Connection error") in result.error
+    assert rows(store, "SELECT count(*) FROM llm_calls WHERE run_id = ? AND error IS NOT NULL", result.run_id)[0][0] > 0
+    assert_conserved(store, result.run_id)
+
+
+def test_refused_connection_with_fallback_completes_on_rules(fake_llm: FakeLLMServer, store: Store) -> None:
+    result = llm_run(fake_llm, store, api_base=f"http://127.0.0.1:{free_port()}/v1", on_llm_failure="fallback")
+    assert result.status == "completed"
+    assert rows(store, "SELECT DISTINCT source FROM offers WHERE run_id = ?", result.run_id) == [("fallback",)]
+    assert rows(store, "SELECT DISTINCT source FROM advice WHERE run_id = ?", result.run_id) == [("fallback",)]
+
+
+def test_budget_stops_the_run_before_it_spends_more(fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    unlimited = llm_run(fake_llm, Store(tmp_path / "a"), min_exchanges=15, max_exchanges=15)
+    budget = unlimited.llm["cost_usd"] / 2
+    store = Store(tmp_path / "b")  # its own cache, so the calls cost again
+    result = llm_run(fake_llm, store, min_exchanges=15, max_exchanges=15, budget_usd=budget)
+    assert result.status == "failed" and "budget" in (result.error or "")
+    assert 0 < result.exchanges < 15 and result.llm["cost_usd"] <= budget
+    assert_conserved(store, result.run_id)
+
+
+def test_a_repeated_run_is_answered_from_the_cache_with_identical_tables(fake_llm: FakeLLMServer, store: Store) -> None:
+    first = llm_run(fake_llm, store, simulation_id="first")
+    calls = fake_llm.count
+    again = llm_run(fake_llm, store, simulation_id="again")
+    assert fake_llm.count == calls
+    assert decided_tables(store, "first") == decided_tables(store, "again")
+    assert rows(store, "SELECT bool_and(cached), sum(cost_usd) FROM llm_calls WHERE run_id = ?", "again") == [(True, 0.0)]
+    assert again.llm["llm_calls"] == first.llm["llm_calls"]
+
+
+def test_a_cached_rerun_never_imports_litellm(fake_llm: FakeLLMServer, store: Store) -> None:
+    llm_run(fake_llm, store, simulation_id="warm")
+    script = (
+        "import sys; from commonpool import SimulationConfig, run_simulation; "
+        f"c = SimulationConfig.model_validate_json(sys.argv[1]); r = run_simulation(c, sys.argv[2]); "
+        "print(r.status, 'litellm' in sys.modules)"
+    )
+    config = store.run("warm").meta["config"] | {"simulation_id": "cold"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(config), str(store.root)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert out.stdout.split() == ["completed", "False"], out.stderr
+
+
+def test_results_do_not_depend_on_concurrency(fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    fake_llm.configure(latency_ms=5)
+    one = llm_run(fake_llm, Store(tmp_path / "one"), concurrency=1, num_participants=10, min_exchanges=15, max_exchanges=15)
+    many = llm_run(fake_llm, Store(tmp_path / "many"), concurrency=20, num_participants=10, min_exchanges=15, max_exchanges=15)
+    assert decided_tables(Store(tmp_path / "one"), one.run_id) == decided_tables(Store(tmp_path / "many"), many.run_id)
+    order = "SELECT exchange_id, turn, role, participant_id FROM llm_calls WHERE run_id = ? ORDER BY call_id"
+    assert rows(Store(tmp_path / "one"), order, one.run_id) == rows(Store(tmp_path / "many"), order, many.run_id)
+
+
+def test_rules_and_models_mix_by_personality(fake_llm: FakeLLMServer, store: Store) -> None:
+    result = llm_run(fake_llm, store, model=None, facilitator_model=None, personality_models={"strategic": "openai/fake"})
+    brains = dict(rows(store, "SELECT personality, any_value(brain) FROM participants WHERE run_id = ? GROUP BY 1", result.run_id))
+    assert brains["strategic"] == "openai/fake" and brains["cautious"] == "rules"
+    by_speaker = rows(
+        store,
+        "SELECT DISTINCT p.brain = 'rules', o.source FROM offers o JOIN participants p ON p.run_id = o.run_id AND p.participant_id = o.speaker_id WHERE o.run_id = ?",
+        result.run_id,
+    )
+    assert sorted(by_speaker) == [(False, "llm"), (True, "rules")]
+
+
+def test_a_failed_run_resumes_to_the_same_tables_without_repeat_calls(fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    whole_store, store = Store(tmp_path / "whole"), Store(tmp_path / "broken")
+    whole = llm_run(fake_llm, whole_store, model="openai/fake", min_exchanges=15, max_exchanges=15)
+
+    def break_after_two_rounds(progress: RunProgress) -> None:
+        if progress.rounds == 2:
+            fake_llm.configure(mode="http_401")
+
+    config = SimulationConfig(**whole_store.run(whole.run_id).meta["config"] | {"simulation_id": "broken"})
+    failed = run_simulation(config, store, progress=break_after_two_rounds)
+    assert failed.status == "failed" and failed.exchanges == 6
+    last_call = rows(store, "SELECT max(call_id) FROM llm_calls WHERE run_id = ?", "broken")[0][0]
+    fake_llm.configure(mode="cooperative")
+    before = fake_llm.count
+
+    resumed = resume_simulation("broken", store)
+    assert resumed.status == "completed" and resumed.exchanges == 15
+    assert decided_tables(store, "broken") == decided_tables(whole_store, whole.run_id)
+    con = store.connect()
+    first_asked, paid = con.execute(
+        "SELECT min(exchange_id), count(*) FILTER (WHERE NOT cached) FROM llm_calls WHERE run_id = 'broken' AND call_id > ?",
+        [last_call],
+    ).fetchone()
+    assert first_asked > failed.exchanges  # nothing asked again for a recorded round
+    assert paid == fake_llm.count - before
+    assert store.run("broken").meta["exchanges_recorded"] == 15
+    assert_conserved(store, "broken")
+
+
+def test_a_killed_run_resumes_to_completion(fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    args = [
+        sys.executable, "-m", "commonpool", "run", "--store", str(store.root), "--simulation-id", "killed", "--seed", "4",
+        "--num-participants", "6", "--min-exchanges", "30", "--max-exchanges", "30", "--model", "openai/fake@40",
+        "--api-base", fake_llm.base_url, "--no-progress",
+    ]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_json = store.root / "runs" / "killed" / "run.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if run_json.exists() and json.loads(run_json.read_text()).get("exchanges_recorded", 0) >= 9:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert store.run("killed").status == "interrupted"
+    recorded = store.run("killed").meta["exchanges_recorded"]
+    assert 9 <= recorded < 30
+    result = resume_simulation("killed", store)
+    assert result.status == "completed" and result.exchanges == 30
+    ids = [i for (i,) in rows(store, "SELECT exchange_id FROM exchanges WHERE run_id = ? ORDER BY 1", "killed")]
+    assert ids == list(range(1, 31))
+    assert_conserved(store, "killed")
+
+
+def test_the_canary_key_never_reaches_the_store_or_the_terminal(
+    fake_llm: FakeLLMServer, store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    code = cli_main([
+        "run", "--store", str(store.root), "--simulation-id", "canary", "--seed", "4", "--num-participants", "4",
+        "--min-exchanges", "2", "--max-exchanges", "2", "--model", "openai/fake-echo_key", "--api-base", fake_llm.base_url,
+        "--facilitator-model", "openai/fake-http_401", "--no-progress",
+    ])
+    out = capsys.readouterr()
+    assert code == 1 and "failed" in out.out
+    assert any(CANARY in json.dumps(h) for h in fake_llm.headers)  # it was sent, and echoed back
+    stored = "".join(p.read_bytes().decode("latin-1") for p in (store.root / "runs" / "canary").rglob("*") if p.is_file())
+    errors = rows(store, "SELECT string_agg(error, ' ') FROM llm_calls WHERE run_id = ?", "canary")[0][0] or ""
+    assert CANARY not in out.out + out.err + stored + errors
+    echo = cli_main(["run", "--store", str(store.root), "--simulation-id", "echo", "--seed", "4", "--num-participants", "4",
+                     "--min-exchanges", "2", "--max-exchanges", "2", "--model", "openai/fake-echo_key",
+                     "--api-base", fake_llm.base_url, "--no-progress"])
+    out = capsys.readouterr()
+    reasons = rows(store, "SELECT string_agg(fallback_reason, ' ') || string_agg(error, ' ') FROM offers, llm_calls WHERE offers.run_id = ? AND llm_calls.run_id = offers.run_id", "echo")[0][0]
+    assert echo == 0 and "Authorization header was: Bearer [redacted]" in reasons
+    assert CANARY not in out.out + out.err + reasons
