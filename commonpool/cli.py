@@ -22,6 +22,7 @@ from commonpool.personalities import Personality
 
 if TYPE_CHECKING:
     from commonpool.engine import RunResult
+    from commonpool.store import Store
 
 EXIT_BAD_INPUT = 2
 
@@ -41,6 +42,8 @@ FLAGS = {
     "api_base": "--api-base",
     "concurrency": "--concurrency",
     "budget_usd": "--budget-usd",
+    "cost_per_1k_prompt_tokens": "--price-per-1k-prompt",
+    "cost_per_1k_completion_tokens": "--price-per-1k-completion",
     "custom_personalities": "--custom-personalities",
     "roster": "--roster",
 }
@@ -87,6 +90,8 @@ def build_parser() -> Parser:
     run.add_argument("--concurrency", default="8", help="LLM calls in flight at once")
     run.add_argument("--budget-usd", default=None, help="stop before spending more than this")
     run.add_argument("--on-llm-failure", default="fail", help="fail | fallback")
+    run.add_argument("--price-per-1k-prompt", default=None, help="USD per 1,000 prompt tokens, for models LiteLLM has no price for")
+    run.add_argument("--price-per-1k-completion", default=None, help="USD per 1,000 completion tokens")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     runs = sub.add_parser("runs", parents=[store], help="list or show stored runs")
@@ -192,6 +197,8 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         "facilitator_model": args.facilitator_model,
         "api_base": args.api_base or os.environ.get("OPENAI_API_BASE") or None,
         "budget_usd": args.budget_usd,
+        "cost_per_1k_prompt_tokens": args.price_per_1k_prompt,
+        "cost_per_1k_completion_tokens": args.price_per_1k_completion,
     }
     fields.update({k: v for k, v in optional.items() if v is not None})
     if args.resources is not None:
@@ -271,7 +278,7 @@ def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     finally:
         if bar:
             bar.close()
-    _report(result)
+    _report(result, store)
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         log = export_run(store, result.run_id, "json", args.output_dir / f"{result.run_id}.json")
@@ -279,16 +286,36 @@ def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     return 0 if result.status == "completed" else 1
 
 
-def _report(result: RunResult) -> None:
+def _report(result: RunResult, store: Store) -> None:
+    from commonpool import metrics
+
     print(f"run {result.run_id}: {result.status}, {result.exchanges} exchanges, {result.accepted} accepted "
           f"({result.accepted / max(result.exchanges, 1):.0%}) in {result.seconds:.2f}s")
-    if result.llm.get("llm_calls"):
-        llm = result.llm
-        print(f"LLM: {int(llm['llm_calls'])} calls, {int(llm['prompt_tokens'])} prompt + "
-              f"{int(llm['completion_tokens'])} completion tokens, ${llm['cost_usd']:.4f}")
+    con = store.connect()
+    try:
+        if result.exchanges:
+            s = metrics.summary(con, result.run_id)
+            print(f"welfare {s['welfare_initial']:.1f} -> {s['welfare_final']:.1f}, "
+                  f"needs met {s['need_fulfilment_initial']:.0%} -> {s['need_fulfilment_final']:.0%}, "
+                  f"Gini of holdings {s['gini_holdings_initial']:.3f} -> {s['gini_holdings_final']:.3f}")
+        if result.llm.get("llm_calls"):
+            llm = result.llm
+            unpriced = con.execute(
+                "SELECT count(*) FROM llm_calls WHERE run_id = ? AND cost_usd IS NULL AND NOT cached AND error IS NULL",
+                [result.run_id],
+            ).fetchone()[0]
+            cost = f"${llm['cost_usd']:.4f}" + (
+                f" (+ {unpriced} calls at no known price: set --price-per-1k-prompt/--price-per-1k-completion)"
+                if unpriced else ""
+            )
+            print(f"LLM: {int(llm['llm_calls'])} calls, {int(llm['prompt_tokens'])} prompt + "
+                  f"{int(llm['completion_tokens'])} completion tokens, {cost}")
+    finally:
+        con.close()
     if result.error:
         print(f"error: {result.error}")  # already scrubbed of keys by commonpool.llm
     print(f"stored in {result.path}")
+    print(f"explore: commonpool metrics {result.run_id}   |   the dashboard: bash scripts/dashboard.sh")
 
 
 def cmd_resume(args: argparse.Namespace, store_root: Path) -> int:
@@ -305,7 +332,9 @@ def cmd_resume(args: argparse.Namespace, store_root: Path) -> int:
     finally:
         if bar:
             bar.close()
-    _report(result)
+    from commonpool.store import Store
+
+    _report(result, Store(store_root))
     return 0 if result.status == "completed" else 1
 
 
