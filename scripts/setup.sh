@@ -11,8 +11,12 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=.venv/.installed-$(cat requirements.txt "$reqs" pyproject.toml | sha256sum | cut -c1-16)-$(basename "$reqs")
 if [[ ! -f "$stamp" ]]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$reqs"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  echo "installing $reqs into .venv (first time only)..." >&2
+  log=.venv/install.log
+  {
+    .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+    .venv/bin/python -m pip install --disable-pip-version-check -r "$reqs" &&
+    .venv/bin/python -m pip install --disable-pip-version-check --no-deps -e .
+  } >"$log" 2>&1 || { tail -n 30 "$log" >&2; echo "install failed; full log: $log" >&2; exit 1; }
   touch "$stamp"
 fi
