@@ -221,12 +221,17 @@ def by_personality_chart(by_personality: pd.DataFrame) -> alt.FacetChart:
     ).resolve_scale(y="independent").properties(title="Outcomes by personality")
 
 
-def lorenz_chart(lorenz: pd.DataFrame, title: str = "Lorenz curve") -> alt.LayerChart:
-    """Initial and final Lorenz curves against the line of equality; from metrics.lorenz."""
+def _line_of_equality() -> alt.Chart:
+    """The Lorenz curve of a perfectly equal community, drawn dashed for reference."""
     equality = pd.DataFrame({"population_share": [0.0, 1.0], "value_share": [0.0, 1.0]})
-    diagonal = alt.Chart(equality).mark_line(strokeDash=[4, 4], color="#999").encode(
+    return alt.Chart(equality).mark_line(strokeDash=[4, 4], color="#999").encode(
         x="population_share:Q", y="value_share:Q"
     )
+
+
+def lorenz_chart(lorenz: pd.DataFrame, title: str = "Lorenz curve") -> alt.LayerChart:
+    """Initial and final Lorenz curves against the line of equality; from metrics.lorenz."""
+    diagonal = _line_of_equality()
     curves = alt.Chart(lorenz).mark_line().encode(
         x=alt.X("population_share:Q", title="share of participants (poorest first)", axis=alt.Axis(format="%")),
         y=alt.Y("value_share:Q", title="share of the total", axis=alt.Axis(format="%")),
@@ -285,10 +290,7 @@ def compare_activity_chart(activity: pd.DataFrame) -> alt.Chart:
 def compare_lorenz_chart(lorenz: pd.DataFrame) -> alt.LayerChart:
     """Final Lorenz curves of several runs; lorenz frames with a run_id column."""
     final = lorenz[lorenz["when"] == "final"]
-    equality = pd.DataFrame({"population_share": [0.0, 1.0], "value_share": [0.0, 1.0]})
-    diagonal = alt.Chart(equality).mark_line(strokeDash=[4, 4], color="#999").encode(
-        x="population_share:Q", y="value_share:Q"
-    )
+    diagonal = _line_of_equality()
     curves = alt.Chart(final).mark_line().encode(
         x=alt.X("population_share:Q", title="share of participants", axis=alt.Axis(format="%")),
         y=alt.Y("value_share:Q", title="share of final utility", axis=alt.Axis(format="%")),

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from streamlit.testing.v1 import AppTest
+
 from commonpool.store import Store
 from pages_support import app, no_exceptions, store, wait_until  # noqa: F401  (store is a fixture)
 
@@ -38,13 +40,19 @@ def test_a_run_started_from_the_cli_shows_up_with_its_counts(store: Store) -> No
     assert at.get("page_link")[0].proto.label == "Explore this run"
 
 
-def test_a_long_run_shows_progress_and_can_be_cancelled(store: Store) -> None:
+def start_long_run() -> AppTest:
+    """Launch a run far too long to finish during a test."""
     at = app()
     at.number_input(key="num_participants").set_value(200)
     at.number_input(key="min_exchanges").set_value(50_000_000)
     at.number_input(key="max_exchanges").set_value(50_000_000)
     at.run()
     at.button(key="run").click().run()
+    return at
+
+
+def test_a_long_run_shows_progress_and_can_be_cancelled(store: Store) -> None:
+    at = start_long_run()
     no_exceptions(at)
     wait_until(at, lambda a: status(a) == "running" and any(b.key == "cancel" for b in a.button))
     assert at.get("progress")
@@ -56,12 +64,7 @@ def test_a_long_run_shows_progress_and_can_be_cancelled(store: Store) -> None:
 
 
 def test_the_run_goes_on_when_the_tab_reloads(store: Store) -> None:
-    at = app()
-    at.number_input(key="num_participants").set_value(200)
-    at.number_input(key="min_exchanges").set_value(50_000_000)
-    at.number_input(key="max_exchanges").set_value(50_000_000)
-    at.run()
-    at.button(key="run").click().run()
+    at = start_long_run()
     wait_until(at, lambda a: status(a) == "running")
     run_id = at.selectbox(key="run").value if at.selectbox else at.query_params["run"]
     # A reload is a new session: new AppTest, same server process (same runner).
