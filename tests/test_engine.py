@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from commonpool import SimulationConfig, run_simulation
 from commonpool.store import TABLES, Store
@@ -167,3 +169,40 @@ def test_cancel_stops_between_rounds_and_keeps_what_was_recorded(store: Store) -
     assert result.status == "cancelled" and result.exchanges == 15
     assert store.run(result.run_id).status == "cancelled"
     assert store.connect().execute("SELECT count(*) FROM exchanges").fetchone()[0] == 15
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 10_000),
+    participants=st.integers(2, 40),
+    exchanges=st.integers(1, 400),
+    facilitator=st.booleans(),
+    pairing=st.sampled_from(["random", "need"]),
+    max_turns=st.integers(2, 8),
+    mix=st.dictionaries(st.sampled_from(["cautious", "generous", "strategic"]), st.integers(1, 5), min_size=1),
+)
+def test_every_completed_run_conserves_every_unit(
+    tmp_path_factory, seed, participants, exchanges, facilitator, pairing, max_turns, mix
+) -> None:
+    store = Store(tmp_path_factory.mktemp("prop"))
+    config = SimulationConfig(seed=seed, num_participants=participants, min_exchanges=exchanges,
+                              max_exchanges=exchanges, facilitator=facilitator, pairing=pairing,
+                              max_turns=max_turns, personalities=mix)
+    result = run_simulation(config, store)
+    con = store.connect()
+    broken = con.execute(
+        """
+        WITH moved AS (
+            SELECT participant_id, resource, sum(delta) AS delta FROM (
+                SELECT to_id AS participant_id, resource, quantity AS delta FROM transfers
+                UNION ALL SELECT from_id, resource, -quantity FROM transfers) GROUP BY ALL)
+        SELECT count(*) FROM initial_holdings i JOIN final_holdings f USING (run_id, participant_id, resource)
+        LEFT JOIN moved m USING (participant_id, resource)
+        WHERE i.quantity + coalesce(m.delta, 0) <> f.quantity OR f.quantity < 0
+        """
+    ).fetchone()[0]
+    settled = con.execute("SELECT count(*) FROM exchanges WHERE outcome = 'accepted'").fetchone()[0]
+    moves = con.execute("SELECT count(DISTINCT exchange_id) FROM transfers").fetchone()[0]
+    assert result.status == "completed" and result.exchanges == exchanges
+    assert broken == 0
+    assert settled == moves == result.accepted
