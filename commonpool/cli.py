@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import ValidationError
 
-from commonpool.config import DEFAULT_RESOURCES, ResourceSpec, SimulationConfig
+from commonpool.config import DEFAULT_RESOURCES, ParticipantSpec, ResourceSpec, SimulationConfig
 from commonpool.personalities import Personality
 
 if TYPE_CHECKING:
@@ -225,7 +225,20 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         fields["roster"] = roster
         if args.num_participants == "10":
             fields["num_participants"] = len(roster)
+        if args.resources is None:
+            fields["resources"] = resources_of(roster)
     return validated(fields)
+
+
+def resources_of(roster: list[ParticipantSpec]) -> list[ResourceSpec]:
+    """The resources a roster names, in order; kinds from the default set, else good."""
+    known = {r.name: r for r in DEFAULT_RESOURCES}
+    names = dict.fromkeys(name for member in roster for part in (member.holdings, member.needs, member.wants)
+                          for name in part)
+    try:
+        return [known.get(name) or ResourceSpec(name=name, kind="good") for name in names]
+    except ValidationError:
+        raise BadInput("--roster: a resource name is not usable (1-40 letters, digits, spaces, - _ ')") from None
 
 
 def validated(fields: dict[str, object]) -> SimulationConfig:
@@ -520,6 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("commonpool: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which stopped reading: not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
