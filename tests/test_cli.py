@@ -162,3 +162,15 @@ def test_roster_round_trips_through_a_file_the_user_edits(tmp_path: Path) -> Non
     broken.write_text(roster.replace("cautious", "reckless", 1))
     done = cli("run", "--roster", str(broken), store=store)
     assert done.returncode == 2 and "reckless" in done.stderr
+
+
+def test_a_roster_with_its_own_resources_runs_without_listing_them(tmp_path: Path) -> None:
+    store, roster = tmp_path / "store", tmp_path / "mine.csv"
+    roster.write_text(
+        "name,personality,holdings:sewing,holdings:books,needs:sewing,needs:books\n"
+        "Ada,generous,5,0,0,2\nBen,cautious,0,5,2,0\n"
+    )
+    cli("run", "--roster", str(roster), "--simulation-id", "own", "--seed", "1", store=store, check=True)
+    kinds = json.loads(cli("sql", "SELECT name, kind FROM resources ORDER BY resource_id", "--format", "json",
+                           store=store, check=True).stdout)
+    assert kinds == [{"name": "sewing", "kind": "good"}, {"name": "books", "kind": "good"}]
