@@ -105,6 +105,9 @@ class AdviceBatch:
     qty_b: np.ndarray
     source: np.ndarray
     note: np.ndarray | None = None  # object array; None where the rules template applies
+    # object array of a model facilitator's own valuations per row (dict or None), which the
+    # participants' prompts show; None when the rules facilitator advised
+    valuations: np.ndarray | None = None
 
 
 # --- what an LLM must answer (validated at the edge) ------------------------------------------

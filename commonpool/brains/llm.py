@@ -135,32 +135,35 @@ class LLMSession:
         self.model = build_model_stack(config, store_root, self.budget)
         self.loop = BackgroundLoop()
         self.memory = TradeMemory(population.size)
-        self.rows: list[dict[str, object]] = []
+        # (turn, exchange_id, attempt order) -> row; call ids are given at drain_calls, in that order.
+        self.rows: list[tuple[tuple[int, int, int], dict[str, object]]] = []
         self.next_call_id = first_call_id
 
     def gather(self, jobs: list[tuple[CallTags, Coroutine[Any, Any, Answer[T]]]]) -> list[Answer[T]]:
-        """Run the jobs concurrently; answers and llm_calls rows in job order. Raises a fatal error in fail mode."""
+        """Run the jobs concurrently; answers in job order. Raises a fatal error in fail mode.
+
+        Several threads may gather at once (one per part of a round), so the llm_calls rows
+        wait for drain_calls to be numbered rather than taking ids in the order gathers finish.
+        """
         answers = self.loop.run(_gather([job for _, job in jobs]))
         for (tags, _), answer in zip(jobs, answers):
-            for record in answer.log:
-                self.rows.append(
-                    {
-                        "call_id": self.next_call_id,
-                        "exchange_id": tags.exchange_id,
-                        "turn": tags.turn,
-                        "role": tags.role,
-                        "participant_id": tags.participant_id,
-                        "model": record.model,
-                        "prompt_tokens": record.prompt_tokens,
-                        "completion_tokens": record.completion_tokens,
-                        "cost_usd": record.cost_usd,
-                        "latency_ms": record.latency_ms,
-                        "cached": record.cached,
-                        "attempt": record.attempt,
-                        "error": record.error,
-                    }
-                )
-                self.next_call_id += 1
+            for k, record in enumerate(answer.log):
+                row: dict[str, object] = {
+                    "call_id": None,
+                    "exchange_id": tags.exchange_id,
+                    "turn": tags.turn,
+                    "role": tags.role,
+                    "participant_id": tags.participant_id,
+                    "model": record.model,
+                    "prompt_tokens": record.prompt_tokens,
+                    "completion_tokens": record.completion_tokens,
+                    "cost_usd": record.cost_usd,
+                    "latency_ms": record.latency_ms,
+                    "cached": record.cached,
+                    "attempt": record.attempt,
+                    "error": record.error,
+                }
+                self.rows.append(((tags.turn, tags.exchange_id, k), row))
         fatal = next((a.fatal for a in answers if a.fatal is not None), None)
         if fatal is not None and self.config.on_llm_failure == "fail":
             raise fatal
@@ -202,7 +205,12 @@ class LLMSession:
         raise AssertionError("unreachable: the loop returns")
 
     def drain_calls(self) -> list[dict[str, object]]:
-        rows, self.rows = self.rows, []
+        """The calls made since the last drain (a round's), numbered by turn, then exchange, then attempt."""
+        pending, self.rows = self.rows, []
+        rows = [row for _, row in sorted(pending, key=lambda item: item[0])]
+        for row in rows:
+            row["call_id"] = self.next_call_id
+            self.next_call_id += 1
         return rows
 
     def close(self) -> None:
@@ -238,7 +246,6 @@ class LLMBrain:
         self.session = session
         self.config = session.config
         self.rules = RulesBrain()
-        self.advice_valuations: dict[int, dict[str, float]] = {}
 
     def propose(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
         return self._decide("propose", world, batch, rows)
@@ -345,7 +352,7 @@ class LLMBrain:
             "initiator_gives": _bundle(population, advice.res_a[row], advice.qty_a[row]),
             "responder_gives": _bundle(population, advice.res_b[row], advice.qty_b[row]),
         }
-        valuations = self.advice_valuations.get(int(batch.exchange_ids[row]))
+        valuations = advice.valuations[row] if advice.valuations is not None else None
         if valuations is None and world.valuations is not None:
             valuations = {r: round(float(v), 3) for r, v in zip(population.resources, world.valuations)}
         if valuations:
@@ -380,10 +387,9 @@ class LLMBrain:
 class LLMFacilitator:
     """Facilitator protocol (see RulesFacilitator) backed by config.facilitator_model."""
 
-    def __init__(self, session: LLMSession, model: str, brain: LLMBrain | None = None) -> None:
+    def __init__(self, session: LLMSession, model: str) -> None:
         self.session = session
         self.model = model
-        self.brain = brain  # told this round's valuations, which its participants' prompts show
         self.rules = RulesFacilitator()
 
     def drain_calls(self) -> list[dict[str, object]]:
@@ -408,12 +414,12 @@ class LLMFacilitator:
             res_a=np.full(size, NO_RESOURCE, dtype=np.int64), qty_a=np.zeros(size, dtype=np.int64),
             res_b=np.full(size, NO_RESOURCE, dtype=np.int64), qty_b=np.zeros(size, dtype=np.int64),
             source=np.full(size, LLM, dtype=np.int8), note=np.full(size, None, dtype=object),
+            valuations=np.full(size, None, dtype=object),
         )
-        valuations: dict[int, dict[str, float]] = {}
         for k, answer in enumerate(answers):
             if answer.value is not None:
                 advice.res_a[k], advice.qty_a[k], advice.res_b[k], advice.qty_b[k], advice.note[k], shown = answer.value
-                valuations[int(batch.exchange_ids[rows[k]])] = shown
+                advice.valuations[k] = shown
         # Advice is never binding, so any failure to get it (bad answer or no answer) falls back to the rules.
         failed = [k for k, a in enumerate(answers) if a.value is None]
         if failed:
@@ -421,8 +427,6 @@ class LLMFacilitator:
             for name in ("res_a", "qty_a", "res_b", "qty_b"):
                 getattr(advice, name)[failed] = getattr(ruled, name)
             advice.source[failed] = FALLBACK
-        if self.brain is not None:
-            self.brain.advice_valuations = valuations
         return advice
 
     def _state(self, world: World, batch: ExchangeBatch, row: int) -> dict[str, object]:
@@ -523,5 +527,5 @@ def build_llm(
         return None, None
     session = LLMSession(config, population, store_root, spent_usd, first_call_id)
     brain = LLMBrain(session) if wants_brain else None
-    facilitator = LLMFacilitator(session, str(config.facilitator_model), brain) if wants_facilitator else None
+    facilitator = LLMFacilitator(session, str(config.facilitator_model)) if wants_facilitator else None
     return brain, facilitator
