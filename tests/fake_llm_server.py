@@ -390,6 +390,7 @@ def _err(message: str, type_: str, code: str | None, param: str | None = None) -
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server: "_Server"
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr
