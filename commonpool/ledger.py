@@ -13,6 +13,7 @@ import numpy as np
 
 # Reason codes for swaps that do not settle (index into REASONS).
 OK = 0
+INITIATOR_SHORT, RESPONDER_SHORT, ALREADY_SETTLED = 6, 7, 8
 REASONS = (
     "",
     "trading with oneself",
@@ -24,6 +25,48 @@ REASONS = (
     "responder does not hold enough of what it gives",
     "participant already settled a swap in this batch",
 )
+
+
+def check_swaps(
+    holdings: np.ndarray,
+    initiator: np.ndarray,
+    responder: np.ndarray,
+    res_a: np.ndarray,
+    qty_a: np.ndarray,
+    res_b: np.ndarray,
+    qty_b: np.ndarray,
+) -> np.ndarray:
+    """Why each swap could not settle against these holdings (OK where it could): the one definition of a valid swap.
+
+    Quantities may arrive as floats (an LLM said 1.5): they must be whole. The
+    ledger settles only swaps that pass; an LLM brain asks for a repair of one that does not.
+    """
+    n, r = holdings.shape
+    i = np.asarray(initiator, dtype=np.int64)
+    j = np.asarray(responder, dtype=np.int64)
+    a = np.asarray(res_a, dtype=np.int64)
+    b = np.asarray(res_b, dtype=np.int64)
+    qa_raw = np.asarray(qty_a, dtype=np.float64)
+    qb_raw = np.asarray(qty_b, dtype=np.float64)
+    reason = np.zeros(len(i), dtype=np.int8)
+
+    def flag(mask: np.ndarray, code: int) -> None:
+        reason[(reason == OK) & mask] = code
+
+    flag(i == j, 1)
+    flag((i < 0) | (i >= n) | (j < 0) | (j >= n), 2)
+    flag((a < 0) | (a >= r) | (b < 0) | (b >= r), 3)
+    flag(a == b, 4)
+    whole = (qa_raw == np.floor(qa_raw)) & (qb_raw == np.floor(qb_raw))
+    flag(~whole | ~(qa_raw >= 1) | ~(qb_raw >= 1) | ~np.isfinite(qa_raw) | ~np.isfinite(qb_raw), 5)
+    ok = reason == OK
+    qa = np.where(ok, qa_raw, 0).astype(np.int64)
+    qb = np.where(ok, qb_raw, 0).astype(np.int64)
+    ii, jj = np.where(ok, i, 0), np.where(ok, j, 0)
+    aa, bb = np.where(ok, a, 0), np.where(ok, b, 0)
+    flag(ok & (holdings[ii, aa] < qa), INITIATOR_SHORT)
+    flag(ok & (holdings[jj, bb] < qb), RESPONDER_SHORT)
+    return reason
 
 
 @dataclass
@@ -59,45 +102,26 @@ class Ledger:
     ) -> Settlement:
         """Validate then apply a batch of swaps; each is all-or-nothing.
 
-        Quantities may arrive as floats (an LLM said 1.5): they are checked to be
-        whole before anything moves. A participant may settle at most one swap per
-        batch, which keeps every check against the holdings it was made on.
+        A participant may settle at most one swap per batch, which keeps every
+        check against the holdings it was made on.
         """
-        n, r = self._h.shape
+        n = self._h.shape[0]
+        reason = check_swaps(self._h, initiator, responder, res_a, qty_a, res_b, qty_b)
         i = np.asarray(initiator, dtype=np.int64)
         j = np.asarray(responder, dtype=np.int64)
-        a = np.asarray(res_a, dtype=np.int64)
-        b = np.asarray(res_b, dtype=np.int64)
-        qa_raw = np.asarray(qty_a, dtype=np.float64)
-        qb_raw = np.asarray(qty_b, dtype=np.float64)
-        reason = np.zeros(len(i), dtype=np.int8)
-
-        def flag(mask: np.ndarray, code: int) -> None:
-            reason[(reason == OK) & mask] = code
-
-        flag(i == j, 1)
-        flag((i < 0) | (i >= n) | (j < 0) | (j >= n), 2)
-        flag((a < 0) | (a >= r) | (b < 0) | (b >= r), 3)
-        flag(a == b, 4)
-        whole = (qa_raw == np.floor(qa_raw)) & (qb_raw == np.floor(qb_raw))
-        flag(~whole | ~(qa_raw >= 1) | ~(qb_raw >= 1) | ~np.isfinite(qa_raw) | ~np.isfinite(qb_raw), 5)
-
-        ok = reason == OK
-        qa = np.where(ok, qa_raw, 0).astype(np.int64)
-        qb = np.where(ok, qb_raw, 0).astype(np.int64)
-        ii, jj = np.where(ok, i, 0), np.where(ok, j, 0)
-        aa, bb = np.where(ok, a, 0), np.where(ok, b, 0)
-        flag(ok & (self._h[ii, aa] < qa), 6)
-        flag(ok & (self._h[jj, bb] < qb), 7)
-
         ok = reason == OK
         seen = np.concatenate([i[ok], j[ok]])
         if len(np.unique(seen)) != len(seen):
             counts = np.bincount(seen, minlength=n)
-            flag(ok & ((counts[np.where(ok, i, 0)] > 1) | (counts[np.where(ok, j, 0)] > 1)), 8)
+            twice = ok & ((counts[np.where(ok, i, 0)] > 1) | (counts[np.where(ok, j, 0)] > 1))
+            reason[twice] = ALREADY_SETTLED
             ok = reason == OK
 
-        i, j, a, b, qa, qb = i[ok], j[ok], a[ok], b[ok], qa[ok], qb[ok]
+        # Only rows that passed are moved; their quantities are whole, so the cast is exact.
+        i, j = i[ok], j[ok]
+        a, b = np.asarray(res_a, dtype=np.int64)[ok], np.asarray(res_b, dtype=np.int64)[ok]
+        qa = np.asarray(qty_a, dtype=np.float64)[ok].astype(np.int64)
+        qb = np.asarray(qty_b, dtype=np.float64)[ok].astype(np.int64)
         # Disjoint participants: fancy-index updates cannot collide.
         self._h[i, a] -= qa
         self._h[j, a] += qa

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from commonpool.brains.memory import TradeMemory
 from commonpool.brains.rules import RulesBrain, RulesFacilitator
 from commonpool.config import SimulationConfig
+from commonpool.ledger import INITIATOR_SHORT, OK, REASONS, RESPONDER_SHORT, check_swaps
 from commonpool.llm.budget import Budget, BudgetModel
 from commonpool.llm.cache import CachedModel, ResponseCache
 from commonpool.llm.chat import CallRecord, ChatModel, ChatRequest
@@ -378,10 +379,13 @@ class LLMBrain:
         me, partner = (batch.initiator[row], batch.responder[row])[:: 1 if initiator_speaks else -1]
         give = _resource(world, reply.give.resource)
         receive = _resource(world, reply.receive.resource)
-        _check_swap(world, (me, give, reply.give.quantity, "you"), (partner, receive, reply.receive.quantity, "your partner"))
         if initiator_speaks:
-            return code, give, reply.give.quantity, receive, reply.receive.quantity, message
-        return code, receive, reply.receive.quantity, give, reply.give.quantity, message
+            swap = (me, give, reply.give.quantity, partner, receive, reply.receive.quantity)
+        else:
+            swap = (partner, receive, reply.receive.quantity, me, give, reply.give.quantity)
+        _check_swap(world, *swap, who=("you", "your partner") if initiator_speaks else ("your partner", "you"))
+        _, res_a, qty_a, _, res_b, qty_b = swap
+        return code, res_a, qty_a, res_b, qty_b, message
 
 
 class LLMFacilitator:
@@ -472,7 +476,8 @@ class LLMFacilitator:
         b = _resource(world, reply.responder_gives.resource)
         i, j = batch.initiator[row], batch.responder[row]
         _check_swap(
-            world, (i, a, reply.initiator_gives.quantity, "the initiator"), (j, b, reply.responder_gives.quantity, "the responder")
+            world, i, a, reply.initiator_gives.quantity, j, b, reply.responder_gives.quantity,
+            who=("the initiator", "the responder"),
         )
         note = reply.note.strip() or None
         return a, reply.initiator_gives.quantity, b, reply.responder_gives.quantity, note, reply.valuations
@@ -498,16 +503,20 @@ def _resource(world: World, name: str) -> int:
         raise ReplyError(f"unknown resource {name!r}; resources are {', '.join(world.population.resources)}") from None
 
 
-def _check_swap(world: World, *legs: tuple[int, int, int, str]) -> None:
-    """Each giver holds what it gives; the two resources differ."""
-    (_, first, _, _), (_, second, _, _) = legs
-    if first == second:
-        raise ReplyError("the two sides of a swap must be different resources")
-    for giver, resource, quantity, who in legs:
+def _check_swap(world: World, i: int, a: int, qty_a: int, j: int, b: int, qty_b: int, who: tuple[str, str]) -> None:
+    """The ledger's own test of a swap (initiator i gives qty_a of a, j gives qty_b of b), worded for a repair request.
+
+    who names the initiator's and the responder's side as the model should read them.
+    """
+    code = int(check_swaps(world.holdings, *(np.array([v]) for v in (i, j, a, qty_a, b, qty_b)))[0])
+    if code == OK:
+        return
+    if code in (INITIATOR_SHORT, RESPONDER_SHORT):
+        giver, resource, quantity, side = (i, a, qty_a, who[0]) if code == INITIATOR_SHORT else (j, b, qty_b, who[1])
         held = int(world.holdings[giver, resource])
-        if quantity > held:
-            name = world.population.resources[resource]
-            raise ReplyError(f"{who} cannot give {quantity} {name}: {who} hold{'s' if who != 'you' else ''} only {held}")
+        name = world.population.resources[resource]
+        raise ReplyError(f"{side} cannot give {quantity} {name}: {side} hold{'s' if side != 'you' else ''} only {held}")
+    raise ReplyError(f"the swap is not valid: {REASONS[code]}")
 
 
 def build_llm(
