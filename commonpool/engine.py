@@ -25,7 +25,7 @@ from commonpool import economy
 from commonpool.brains.rules import RulesBrain, RulesFacilitator
 from commonpool.config import SimulationConfig
 from commonpool.facilitator import MarketHistory
-from commonpool.ledger import REASONS, Ledger
+from commonpool.ledger import REASONS, Ledger, Settlement
 from commonpool.llm.errors import FatalError
 from commonpool.population import Population, generate
 from commonpool.protocol import (
@@ -35,7 +35,6 @@ from commonpool.protocol import (
     ERROR,
     INVALID,
     REJECT,
-    AdviceBatch,
     Decisions,
     ExchangeBatch,
     World,
@@ -90,7 +89,7 @@ def resolve(config: SimulationConfig) -> SimulationConfig:
 class Deciders:
     """Routes each row of a turn to the brain of the participant who speaks."""
 
-    def __init__(self, population: Population, config: SimulationConfig, llm_brain: object | None) -> None:
+    def __init__(self, population: Population, llm_brain: object | None) -> None:
         self.rules = RulesBrain()
         self.llm = llm_brain
         self.is_llm = np.array([b != "rules" for b in population.brains], dtype=bool)
@@ -168,7 +167,7 @@ def run_simulation(
     ledger = Ledger(population.holdings)
     history = MarketHistory(population.size, len(population.resources))
     world = World(population, ledger.holdings, config.need_weight, history, None)
-    deciders = Deciders(population, config, llm_brain)
+    deciders = Deciders(population, llm_brain)
     facilitator = (llm_facilitator or RulesFacilitator()) if config.facilitator else None
     target = int(rng.integers(config.min_exchanges, config.max_exchanges + 1))
     per_round = population.size // 2
@@ -235,17 +234,13 @@ def play_round(
     max_turns: int,
 ) -> int:
     """Advise, negotiate and settle one round of disjoint pairs; returns how many settled."""
-    pop, lam = world.population, world.need_weight
     size = len(ids)
     everyone = np.arange(size)
-    before_i = economy.utility(ledger.holdings[initiator], pop.needs[initiator], pop.wants[initiator], lam)
-    before_j = economy.utility(ledger.holdings[responder], pop.needs[responder], pop.wants[responder], lam)
-    advice: AdviceBatch | None = None
+    before_i, before_j = utilities(world, initiator), utilities(world, responder)
     batch = ExchangeBatch.open(round_, ids, initiator, responder, max_turns, None)
     if facilitator is not None:
-        advice = facilitator.advise(world, batch, everyone)
-        batch.advice = advice
-        recorder.add_advice(round_, world, batch, advice)
+        batch.advice = facilitator.advise(world, batch, everyone)
+        recorder.add_advice(round_, world, batch, batch.advice)
 
     outcome = np.full(size, -1, dtype=np.int8)
     agreed = np.zeros(size, dtype=bool)
@@ -278,23 +273,40 @@ def play_round(
         if len(active) == 0:
             break
 
-    deal = np.flatnonzero(agreed)
-    settlement = ledger.settle(
-        initiator[deal], responder[deal], batch.cur_a[deal], batch.cur_qa[deal], batch.cur_b[deal], batch.cur_qb[deal]
-    )
+    deal, settlement = settle_round(world, ledger, batch, agreed)
     outcome[deal] = np.where(settlement.valid, ACCEPTED, INVALID)
-    settled = np.zeros(size, dtype=bool)
-    settled[deal[settlement.valid]] = True
-    bad = deal[~settlement.valid]
-    reason[bad] = np.array(REASONS, dtype=object)[settlement.reason[~settlement.valid]]
+    settled = outcome == ACCEPTED
+    reason[deal[~settlement.valid]] = np.array(REASONS, dtype=object)[settlement.reason[~settlement.valid]]
 
-    after_i = economy.utility(ledger.holdings[initiator], pop.needs[initiator], pop.wants[initiator], lam)
-    after_j = economy.utility(ledger.holdings[responder], pop.needs[responder], pop.wants[responder], lam)
-    world.history.record(initiator, responder, settled, batch.cur_a, batch.cur_qa, batch.cur_b, batch.cur_qb)
+    after_i, after_j = utilities(world, initiator), utilities(world, responder)
     deciders.end_round(batch, outcome)
     recorder.add_exchanges(batch, outcome, turns, agreed, reason, (before_i, after_i), (before_j, after_j))
     recorder.add_transfers(batch, settled)
     return int(settled.sum())
+
+
+def utilities(world: World, participants: np.ndarray) -> np.ndarray:
+    """Each participant's utility at its current holdings (economy.utility)."""
+    pop = world.population
+    return economy.utility(world.holdings[participants], pop.needs[participants], pop.wants[participants], world.need_weight)
+
+
+def settle_round(
+    world: World, ledger: Ledger, batch: ExchangeBatch, agreed: np.ndarray
+) -> tuple[np.ndarray, Settlement]:
+    """Settle a round's agreed swaps (the current offers of the rows in agreed) and let the market learn from them.
+
+    Returns the rows that tried to settle and how each went. Used for live and replayed rounds alike.
+    """
+    deal = np.flatnonzero(agreed)
+    settlement = ledger.settle(
+        batch.initiator[deal], batch.responder[deal],
+        batch.cur_a[deal], batch.cur_qa[deal], batch.cur_b[deal], batch.cur_qb[deal],
+    )
+    settled = np.zeros(len(agreed), dtype=bool)
+    settled[deal[settlement.valid]] = True
+    world.history.record(batch.initiator, batch.responder, settled, batch.cur_a, batch.cur_qa, batch.cur_b, batch.cur_qb)
+    return deal, settlement
 
 
 def run_meta(config: SimulationConfig, population: Population, target: int) -> dict[str, object]:

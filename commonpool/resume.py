@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 
 from commonpool.config import SimulationConfig
-from commonpool.engine import Deciders, RunProgress, RunResult, run_simulation
+from commonpool.engine import Deciders, RunProgress, RunResult, run_simulation, settle_round
 from commonpool.ledger import Ledger
 from commonpool.protocol import ACCEPTED, NO_RESOURCE, ExchangeBatch, World
 from commonpool.store import RunWriter, Store
@@ -69,13 +69,9 @@ class Recorded:
         batch = ExchangeBatch.open(round_, ids, initiator, responder, max_turns, None)
         batch.cur_a, batch.cur_qa, batch.cur_b, batch.cur_qb = row["res_a"], row["qty_a"], row["res_b"], row["qty_b"]
         accepted = row["outcome"] == ACCEPTED
-        deal = np.flatnonzero(accepted)
-        settlement = ledger.settle(
-            initiator[deal], responder[deal], batch.cur_a[deal], batch.cur_qa[deal], batch.cur_b[deal], batch.cur_qb[deal]
-        )
+        _, settlement = settle_round(world, ledger, batch, accepted)
         if not settlement.valid.all():
             raise ResumeError(f"round {round_}: a recorded deal no longer settles; the stored run is inconsistent")
-        world.history.record(initiator, responder, accepted, batch.cur_a, batch.cur_qa, batch.cur_b, batch.cur_qb)
         deciders.end_round(batch, row["outcome"])
         return int(accepted.sum())
 
