@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import ValidationError
 
-from commonpool.config import DEFAULT_RESOURCES, ParticipantSpec, ResourceSpec, SimulationConfig
+from commonpool.config import (
+    DEFAULT_RESOURCES,
+    ParticipantSpec,
+    ResourceSpec,
+    SimulationConfig,
+    describe_validation_error,
+)
 from commonpool.personalities import Personality
 
 if TYPE_CHECKING:
@@ -45,6 +52,8 @@ FLAGS = {
     "cost_per_1k_prompt_tokens": "--price-per-1k-prompt",
     "cost_per_1k_completion_tokens": "--price-per-1k-completion",
     "custom_personalities": "--custom-personalities",
+    "personality_models": "--personality-model",
+    "on_llm_failure": "--on-llm-failure",
     "roster": "--roster",
 }
 
@@ -249,19 +258,8 @@ def validated(fields: dict[str, object]) -> SimulationConfig:
 
 
 def flag_message(error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = [str(part) for part in first["loc"]]
-    message = first["msg"].removeprefix("Value error, ")
-    if not loc:
-        # A whole-config rule: it names its fields itself; show them as flags.
-        for field, flag in FLAGS.items():
-            message = message.replace(field, flag)
-        return message
-    flag = FLAGS.get(loc[0], loc[0])
-    where = "".join(f"[{part}]" for part in loc[1:])
-    given = first.get("input")
-    shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
-    return f"{flag}{where}: {message}{shown}"
+    """The first problem, with config field names shown as the flags a user typed."""
+    return re.sub(r"\b[a-z_]+\b", lambda word: FLAGS.get(word.group(0), word.group(0)), describe_validation_error(error))
 
 
 def _read(path: Path, flag: str) -> str:

@@ -171,13 +171,47 @@ class SimulationConfig(BaseModel):
         return bool(self.model or self.facilitator_model or self.personality_models or roster_models)
 
 
+_PATTERN_WORDS: dict[str, str] = {
+    RESOURCE_NAME_PATTERN: "1-40 letters, digits, spaces, - _ or ', starting with a letter or digit",
+    RUN_ID_PATTERN: "1-64 letters, digits, . _ or -, starting with a letter or digit",
+    Personality.model_fields["name"].metadata[-1].pattern: "a letter, then letters, digits, _ or -",
+}
+
+
+def field_of(loc: tuple[int | str, ...], message: str) -> str:
+    """The config field a validation error is about.
+
+    A whole-config rule has no location; its message starts with, or cites,
+    the field it is about ("min_exchanges (12) must not exceed ..."), so look
+    for the longest field name that it mentions.
+    """
+    if loc:
+        return str(loc[0])
+    for field in sorted(SimulationConfig.model_fields, key=len, reverse=True):
+        if message.startswith(field) or f"{field} (" in message:
+            return field
+    return ""
+
+
+def validation_problems(error: ValidationError) -> list[tuple[str, str]]:
+    """Every problem as (config field, one line naming where, what is allowed and what was given).
+
+    The one wording of bad input, shared by the CLI, the dashboard and roster files.
+    """
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch":
+            pattern = (item.get("ctx") or {}).get("pattern", "")
+            message = "use " + _PATTERN_WORDS.get(pattern, f"text matching {pattern}")
+        where = " ".join(f"row {p + 1}" if isinstance(p, int) else str(p) for p in loc)
+        given = item.get("input")
+        shown = "" if isinstance(given, (dict, list)) or given is None or not loc else f" (got {given!r})"
+        problems.append((field_of(loc, message), f"{where}: {message}{shown}" if where else message))
+    return problems
+
+
 def describe_validation_error(error: ValidationError) -> str:
-    """One line naming the field, what is allowed and what was given."""
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "config"
-    message = first["msg"].removeprefix("Value error, ")
-    given = first.get("input")
-    shown = "" if isinstance(given, (dict, list)) or given is None or field == "config" else f" (got {given!r})"
-    if field == "config":
-        return message
-    return f"{field}: {message}{shown}"
+    """The first problem, in one line."""
+    return validation_problems(error)[0][1]

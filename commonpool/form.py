@@ -18,14 +18,8 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from commonpool.config import (
-    RESOURCE_NAME_PATTERN,
-    RUN_ID_PATTERN,
-    ParticipantSpec,
-    ResourceSpec,
-    SimulationConfig,
-)
-from commonpool.personalities import BUILTIN, Personality, Traits
+from commonpool.config import ParticipantSpec, ResourceSpec, SimulationConfig, validation_problems
+from commonpool.personalities import BUILTIN, Traits
 from commonpool.population import (
     RosterError,
     generate,
@@ -147,42 +141,11 @@ def roster_json(table: pd.DataFrame) -> str:
 
 
 # What a name pattern means, in the words a form shows.
-_PATTERN_WORDS: dict[str, str] = {
-    RESOURCE_NAME_PATTERN: "1-40 letters, digits, spaces, - _ or ', starting with a letter or digit",
-    RUN_ID_PATTERN: "1-64 letters, digits, . _ or -, starting with a letter or digit",
-    Personality.model_fields["name"].metadata[-1].pattern: "a letter, then letters, digits, _ or -",
-}
-
-
-def field_of(loc: tuple[int | str, ...], message: str) -> str:
-    """The config field a validation error is about.
-
-    A whole-config rule has no location; its message starts with, or cites,
-    the field it is about ("min_exchanges (12) must not exceed ..."), so look
-    for the longest field name that it mentions.
-    """
-    if loc:
-        return str(loc[0])
-    for field in sorted(SimulationConfig.model_fields, key=len, reverse=True):
-        if message.startswith(field) or f"{field} (" in message:
-            return field
-    return ""
-
-
 def errors_by_field(error: ValidationError) -> dict[str, list[str]]:
     """Every problem, one line each, keyed by the config field that shows it ("" if none)."""
     grouped: dict[str, list[str]] = {}
-    for item in error.errors():
-        loc = tuple(item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "string_pattern_mismatch":
-            pattern = (item.get("ctx") or {}).get("pattern", "")
-            message = "use " + _PATTERN_WORDS.get(pattern, f"text matching {pattern}")
-        where = " ".join(f"row {p + 1}" if isinstance(p, int) else str(p) for p in loc)
-        given = item.get("input")
-        shown = "" if isinstance(given, (dict, list)) or given is None or not loc else f" (got {given!r})"
-        line = f"{where}: {message}{shown}" if where else message
-        grouped.setdefault(field_of(loc, message), []).append(line)
+    for field, line in validation_problems(error):
+        grouped.setdefault(field, []).append(line)
     return grouped
 
 

@@ -53,7 +53,7 @@ BAD = [
     (["--resources", "books"], "--resources", "at least 2"),
     (["--resources", "books,books"], "--resources", "unique"),
     (["--pairing", "best"], "--pairing", "random, need"),
-    (["--simulation-id", "../escape"], "--simulation-id", "pattern"),
+    (["--simulation-id", "../escape"], "--simulation-id", "1-64 letters, digits, . _ or -"),
 ]
 
 
