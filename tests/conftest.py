@@ -18,8 +18,11 @@ from commonpool.store import Store  # noqa: E402
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """An empty store, also the default one (COMMONPOOL_STORE) for pages and the CLI."""
+    root = tmp_path / "store"
+    monkeypatch.setenv("COMMONPOOL_STORE", str(root))
+    return Store(root)
 
 
 @pytest.fixture

@@ -1,13 +1,12 @@
-"""Shared by the dashboard's AppTests (no tests here): a private store, small runs, page helpers."""
+"""Shared by the dashboard's AppTests (no tests here): small runs and page helpers; the store fixture is in conftest."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Node
 
@@ -15,14 +14,6 @@ from commonpool import SimulationConfig, run_simulation
 from commonpool.store import Store
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    """An empty store that the pages use (through COMMONPOOL_STORE)."""
-    root = tmp_path / "store"
-    monkeypatch.setenv("COMMONPOOL_STORE", str(root))
-    yield Store(root)
 
 
 def small_run(store: Store, **overrides: object) -> str:

@@ -216,7 +216,7 @@ def test_a_cached_rerun_never_imports_litellm(fake_llm: FakeLLMServer, store: St
     llm_run(fake_llm, store, simulation_id="warm")
     script = (
         "import sys; from commonpool import SimulationConfig, run_simulation; "
-        f"c = SimulationConfig.model_validate_json(sys.argv[1]); r = run_simulation(c, sys.argv[2]); "
+        "c = SimulationConfig.model_validate_json(sys.argv[1]); r = run_simulation(c, sys.argv[2]); "
         "print(r.status, 'litellm' in sys.modules)"
     )
     config = store.run("warm").meta["config"] | {"simulation_id": "cold"}

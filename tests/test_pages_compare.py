@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from commonpool import metrics
 from commonpool.store import Store
-from pages_support import app, no_exceptions, nodes, small_run, store  # noqa: F401  (store is a fixture)
+from pages_support import app, no_exceptions, nodes, small_run
 
 
 def test_two_runs_side_by_side_with_overlaid_charts(store: Store) -> None:

@@ -6,7 +6,7 @@ import re
 
 from commonpool import ParticipantSpec, metrics
 from commonpool.store import Store
-from pages_support import app, no_exceptions, nodes, small_run, store, texts  # noqa: F401  (store is a fixture)
+from pages_support import app, no_exceptions, nodes, small_run, texts
 
 CHART_TITLES = {
     "Activity and acceptance over the run",

@@ -11,7 +11,7 @@ import pytest
 from commonpool import SimulationConfig
 from commonpool.population import generate, roster_to_csv
 from commonpool.store import Store
-from pages_support import app, no_exceptions, store, unescaped, wait_until  # noqa: F401  (store is a fixture)
+from pages_support import app, no_exceptions, unescaped, wait_until
 
 
 def run_button(at):  # noqa: ANN001, ANN201

@@ -9,7 +9,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from commonpool.store import Store
-from pages_support import app, no_exceptions, store, wait_until  # noqa: F401  (store is a fixture)
+from pages_support import app, no_exceptions, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from commonpool.store import Store
-from pages_support import app, no_exceptions, small_run, store, unescaped  # noqa: F401  (store is a fixture)
+from pages_support import app, no_exceptions, small_run, unescaped
 
 
 def run_query(at, sql: str):  # noqa: ANN001, ANN201
