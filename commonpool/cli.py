@@ -25,6 +25,7 @@ from commonpool.config import (
     SimulationConfig,
     describe_validation_error,
 )
+from commonpool.llm.settings import served_api_base
 from commonpool.personalities import Personality
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         "seed": args.seed,
         "model": args.model,
         "facilitator_model": args.facilitator_model,
-        "api_base": args.api_base or os.environ.get("OPENAI_API_BASE") or None,
+        "api_base": args.api_base or served_api_base(),
         "budget_usd": args.budget_usd,
         "cost_per_1k_prompt_tokens": args.price_per_1k_prompt,
         "cost_per_1k_completion_tokens": args.price_per_1k_completion,
@@ -274,13 +275,13 @@ def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     from commonpool.store import RunExistsError, Store, export_run
 
     config = config_from_args(args)
-    if config.simulation_id and (store_root / "runs" / config.simulation_id).exists():
+    store = Store(store_root)
+    if config.simulation_id and store.has_run(config.simulation_id):
         raise BadInput(
             f"--simulation-id: a run named {config.simulation_id!r} already exists in {store_root}; choose another id"
         )
     if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
         raise BadInput(f"--output-dir: {str(args.output_dir)!r} exists and is not a folder")
-    store = Store(store_root)
     bar = _progress_bar(args.no_progress)
     try:
         result = run_simulation(config, store, progress=bar.update if bar else None)

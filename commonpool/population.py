@@ -57,10 +57,16 @@ class Population:
         return specs
 
 
+def mix_is_exact(mix: dict[str, float], total: int) -> bool:
+    """A mix of whole numbers adding up to total is taken as exact counts; any other mix as shares."""
+    weights = [v for v in mix.values() if v > 0]
+    return all(float(v).is_integer() for v in weights) and sum(weights) == total
+
+
 def apportion(mix: dict[str, float], total: int) -> dict[str, int]:
     """Counts per personality: exact when the mix already adds up to total, else largest remainder."""
     weights = {k: v for k, v in mix.items() if v > 0}
-    if all(float(v).is_integer() for v in weights.values()) and sum(weights.values()) == total:
+    if mix_is_exact(mix, total):
         return {k: int(v) for k, v in weights.items()}
     scale = total / sum(weights.values())
     raw = {k: v * scale for k, v in weights.items()}

@@ -39,15 +39,6 @@ def store() -> Store:
     return Store.default()
 
 
-def available_models() -> list[str]:
-    """Models the environment has keys (or a server) for; none without the LLM extras installed."""
-    try:
-        from commonpool.llm.settings import available_models as models
-    except ImportError:
-        return []
-    return list(models())
-
-
 def run_label(info: RunInfo) -> str:
     meta = info.meta
     done, target = meta.get("exchanges_recorded", 0), meta.get("exchanges_target", "?")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pandas as pd
@@ -11,8 +10,9 @@ import streamlit as st
 from commonpool import form
 from commonpool.config import DEFAULT_RESOURCES
 from commonpool.personalities import BUILTIN, Traits
-from commonpool.population import RosterError, apportion
-from pages._shared import RULES, available_models, plain, runner, store
+from commonpool.population import RosterError, apportion, mix_is_exact
+from commonpool.llm.settings import available_models, served_api_base
+from pages._shared import RULES, plain, runner, store
 
 RUN_DEFAULT = "(run default)"
 
@@ -31,12 +31,12 @@ def slot(*names: str) -> None:
 
 
 models = available_models()
-served = os.environ.get("OPENAI_API_BASE")
-if any("<" in m for m in models):
-    # The LLM settings offer "openai/<model served at ...>" as a template: its name is the user's to give.
+served = served_api_base()
+if served:
+    # Only the user knows the name of a model on their own server.
     name = st.text_input(f"Model served at {served}", key="served_model", placeholder="e.g. llama3.1",
                          help="The model name your OpenAI-compatible server expects.")
-    models = [m for m in models if "<" not in m] + ([f"openai/{name.strip()}"] if name.strip() else [])
+    models = models + ([f"openai/{name.strip()}"] if name.strip() else [])
 engines = [RULES, *models]
 if not models:
     st.info("No LLM keys found in the environment, so every participant uses the offline rules engine.")
@@ -124,10 +124,10 @@ fields["personalities"] = mix
 if personality_models:
     fields["personality_models"] = personality_models
 if not use_roster:
-    total = sum(v for v in mix.values() if v > 0)
-    if total == participants:
+    if mix_is_exact(mix, int(participants)):
         st.caption(f"The counts add up to {int(participants)} participants and are used exactly.")
     else:
+        total = sum(v for v in mix.values() if v > 0)
         st.caption(f"The counts add up to {total:g}, not {participants}: they are used as shares.")
 
 # --- roster -----------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ if uses_llm:
 
 # --- check and run ----------------------------------------------------------------------------------
 config, problems = form.validate(fields)
-if config is not None and config.simulation_id and (store().root / "runs" / config.simulation_id).exists():
+if config is not None and config.simulation_id and store().has_run(config.simulation_id):
     config, problems = None, {"simulation_id": [f"simulation_id: a run named {config.simulation_id!r} already exists"]}
 if roster_problem is not None:
     problems.setdefault("roster", []).insert(0, roster_problem)

@@ -35,10 +35,10 @@ def load_env(folder: Path | None = None) -> None:
 
 
 def available_models() -> list[str]:
-    """Models worth offering in an engine picker, given which keys and servers are configured.
+    """Models worth offering in an engine picker, given which keys are configured (COMMONPOOL_MODEL first).
 
-    COMMONPOOL_MODEL comes first; an OpenAI-compatible server (OPENAI_API_BASE)
-    adds the openai/<name> form as a template to complete.
+    A model on an OpenAI-compatible server (served_api_base) is not listed: only
+    the user knows its name, openai/<name>.
     """
     load_env()
     models: list[str] = []
@@ -47,9 +47,13 @@ def available_models() -> list[str]:
     for variable, names in SUGGESTED:
         if os.environ.get(variable):
             models.extend(names)
-    if os.environ.get("OPENAI_API_BASE"):
-        models.append("openai/<model served at OPENAI_API_BASE>")
     return list(dict.fromkeys(models))
+
+
+def served_api_base() -> str | None:
+    """The OpenAI-compatible server configured by OPENAI_API_BASE, if any."""
+    load_env()
+    return os.environ.get("OPENAI_API_BASE") or None
 
 
 def api_key_for(model: str, api_base: str | None) -> str | None:

@@ -146,6 +146,10 @@ class Store:
         infos = [info for d in self._run_dirs() if (info := _load_run(d)) is not None]
         return sorted(infos, key=lambda i: (i.started_at or "", i.run_id), reverse=True)
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether a run folder of that id exists (even one still being created, before its run.json)."""
+        return (self.root / "runs" / run_id).exists()
+
     def run(self, run_id: str) -> RunInfo:
         """One run; RunNotFoundError if the store has no run with that id."""
         run_dir = self.root / "runs" / run_id
