@@ -55,6 +55,12 @@ def check_run_id(run_id: str) -> None:
         )
 
 
+def _this_writer() -> dict[str, Any]:
+    """run.json's marks of a live writer: this process, so a reader can tell when it is gone."""
+    pid = os.getpid()
+    return {"status": "running", "pid": pid, "pid_start_time": _proc.process_start_time(pid), "host": _proc.hostname()}
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -108,27 +114,10 @@ class RunWriter:
         if reserved:
             raise ValueError(f"meta may not set {sorted(reserved)}: the writer sets them")
         _check_run_fields(meta)
-        self.run_id = run_id
-        self.path = Path(store_root) / "runs" / run_id
-        self._chunk_rows = chunk_rows
-        self._buffers: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
-        self._buffered_rows: dict[str, int] = dict.fromkeys(TABLES, 0)
-        self._next_part: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self._setup(Path(store_root) / "runs" / run_id, run_id, chunk_rows)
+        self._next_part = dict.fromkeys(TABLES, 0)
         self._started = time.monotonic()
-        self._closed = False
-        # The engine negotiates pairs concurrently; one lock keeps buffers and
-        # part numbers consistent if appends come from several threads.
-        self._lock = threading.Lock()
-        pid = os.getpid()
-        self._info: dict[str, Any] = {
-            **meta,
-            "run_id": run_id,
-            "status": "running",
-            "pid": pid,
-            "pid_start_time": _proc.process_start_time(pid),
-            "host": _proc.hostname(),
-            "started_at": _utc_now(),
-        }
+        self._info: dict[str, Any] = {**meta, "run_id": run_id, **_this_writer(), "started_at": _utc_now()}
         # Serialise before creating anything, so bad meta leaves no folder behind.
         json.dumps(self._info)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,26 +205,30 @@ class RunWriter:
         if status == "completed":
             raise ValueError(f"run {run_id!r} is already completed")
         self = cls.__new__(cls)
-        self.run_id = run_id
-        self.path = path
-        self._chunk_rows = chunk_rows
-        self._buffers = {name: [] for name in TABLES}
-        self._buffered_rows = dict.fromkeys(TABLES, 0)
-        self._next_part = {name: self._recover_parts(name, info.get("committed_parts")) for name in TABLES}
+        self._setup(path, run_id, chunk_rows)
+        self._next_part = {name: self._recover_parts(name, info.get("committed_parts") or {}) for name in TABLES}
         self._started = time.monotonic() - float(info.get("duration_s") or 0.0)
-        self._closed = False
-        self._lock = threading.Lock()
-        pid = os.getpid()
         info.update(
-            status="running", pid=pid, pid_start_time=_proc.process_start_time(pid), host=_proc.hostname(),
-            finished_at=None, error=None, committed_parts=dict(self._next_part),
+            **_this_writer(), finished_at=None, error=None, committed_parts=dict(self._next_part),
             resumed_at=[*info.get("resumed_at", []), _utc_now()],
         )
         self._info = info
         _write_json_atomic(path / "run.json", info)
         return self
 
-    def _recover_parts(self, table: str, committed: dict[str, int] | None) -> int:
+    def _setup(self, path: Path, run_id: str, chunk_rows: int) -> None:
+        """State shared by a new and a reopened writer: nothing buffered, not closed."""
+        self.run_id = run_id
+        self.path = path
+        self._chunk_rows = chunk_rows
+        self._buffers: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
+        self._buffered_rows: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self._closed = False
+        # The engine negotiates pairs concurrently; one lock keeps buffers and
+        # part numbers consistent if appends come from several threads.
+        self._lock = threading.Lock()
+
+    def _recover_parts(self, table: str, committed: dict[str, int]) -> int:
         """Put a table's files back into part form; the number of the next part."""
         folder = self.path / table
         if not folder.is_dir():
@@ -250,9 +243,6 @@ class RunWriter:
                 part.unlink()
             os.replace(data, folder / "part-000000.parquet")
             return 1
-        if committed is None:
-            # A run.json from before commit counts: every part is all we know.
-            return len(parts)
         keep = committed.get(table, 0)
         for part in parts:
             if int(part.stem.removeprefix("part-")) >= keep:
