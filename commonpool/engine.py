@@ -178,7 +178,7 @@ def run_simulation(
     writer = resume.writer if resume else RunWriter(store.root, run_id, meta)
     with writer:
         # An LLM run flushes every round, so a crash loses at most the round in flight.
-        recorder = Recorder(writer, population, config, flush_every=100_000 if not llm_parts else 1)
+        recorder = Recorder(writer, population, flush_every=100_000 if not llm_parts else 1)
         if resume:
             recorder.totals.update(resume.llm_totals)
         else:

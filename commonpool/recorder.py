@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from commonpool.brains.rules import advice_notes, offer_messages
-from commonpool.config import SimulationConfig
 from commonpool.population import Population
 from commonpool.protocol import NO_RESOURCE, AdviceBatch, Decisions, ExchangeBatch, World, speaker_is_initiator
 from commonpool.store import RunWriter
@@ -34,10 +33,9 @@ def plain(codes: np.ndarray, names: pa.Array) -> pa.Array:
 
 
 class Recorder:
-    def __init__(self, writer: RunWriter, population: Population, config: SimulationConfig, flush_every: int) -> None:
+    def __init__(self, writer: RunWriter, population: Population, flush_every: int) -> None:
         self.writer = writer
         self.population = population
-        self.config = config
         self.flush_every = flush_every
         self.resources = pa.array(population.resources, pa.string())
         self.names = pa.array(population.names, pa.string())

@@ -67,7 +67,7 @@ class RunHandle:
             return
         self.result = result
         self.error = result.error
-        self.status = "cancelled" if result.status == "cancelled" else "failed" if result.error else "completed"
+        self.status = result.status  # type: ignore[assignment]  # completed, cancelled or failed
 
     def _on_progress(self, progress: RunProgress) -> None:
         self.progress = progress
