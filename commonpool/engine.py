@@ -1,15 +1,17 @@
 """When things happen: rounds of disjoint pairs -> advise -> negotiate -> settle -> record.
 
-A round pairs up to N/2 disjoint participants; their exchanges are decided as
-arrays, one turn at a time across the whole round (the rules brain scores a
-grid of candidate swaps per row; an LLM brain sends the round's calls
-concurrently). Because pairs are disjoint, settling them together is the same
+A round pairs up to N/2 disjoint participants. Without models, their
+exchanges are decided as arrays, one turn at a time across the whole round
+(the rules brain scores a grid of candidate swaps per row). With models, each
+exchange negotiates as its own task, concurrently, so no exchange waits on the
+round's slowest answer before its next turn. Because pairs are disjoint, settling them together is the same
 as settling them one by one in exchange_id order. The facilitator's history
 is updated between rounds, so advice in round k draws on rounds < k.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import secrets
 import time
@@ -35,6 +37,7 @@ from commonpool.protocol import (
     ERROR,
     INVALID,
     REJECT,
+    AdviceBatch,
     Decisions,
     ExchangeBatch,
     World,
@@ -45,6 +48,7 @@ from commonpool.recorder import Recorder
 from commonpool.store import RunWriter, Store
 
 if TYPE_CHECKING:
+    from commonpool.brains.llm import LLMBrain, LLMFacilitator, LLMSession
     from commonpool.resume import Recorded
 
 Progress = Callable[["RunProgress"], None]
@@ -89,30 +93,29 @@ def resolve(config: SimulationConfig) -> SimulationConfig:
 class Deciders:
     """Routes each row of a turn to the brain of the participant who speaks."""
 
-    def __init__(self, population: Population, llm_brain: object | None) -> None:
+    def __init__(self, population: Population, llm_brain: LLMBrain | None) -> None:
         self.rules = RulesBrain()
         self.llm = llm_brain
         self.is_llm = np.array([b != "rules" for b in population.brains], dtype=bool)
 
-    def _route(self, method: str, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+    def decide(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+        """The rules brain's decisions for a whole turn at once (rounds where no model speaks)."""
+        return self.rules.propose(world, batch, rows) if batch.turn == 1 else self.rules.reply(world, batch, rows)
+
+    async def ask(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+        """Decisions for rows where some speakers have a model: those ask it, the others use the rules."""
         speaker_llm = self.is_llm[batch.speakers(rows)]
         if self.llm is None or not speaker_llm.any():
-            return getattr(self.rules, method)(world, batch, rows)
+            return self.decide(world, batch, rows)
         decisions = Decisions.empty(len(rows))
         if (~speaker_llm).any():
-            decisions.put(np.flatnonzero(~speaker_llm), getattr(self.rules, method)(world, batch, rows[~speaker_llm]))
-        decisions.put(np.flatnonzero(speaker_llm), getattr(self.llm, method)(world, batch, rows[speaker_llm]))
+            decisions.put(np.flatnonzero(~speaker_llm), self.decide(world, batch, rows[~speaker_llm]))
+        decisions.put(np.flatnonzero(speaker_llm), await self.llm.decide(world, batch, rows[speaker_llm]))
         return decisions
-
-    def propose(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
-        return self._route("propose", world, batch, rows)
-
-    def reply(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
-        return self._route("reply", world, batch, rows)
 
     def end_round(self, batch: ExchangeBatch, outcome: np.ndarray) -> None:
         """Let an LLM brain remember the round: its participants are told their past trades."""
-        if self.llm is not None and hasattr(self.llm, "end_round"):
+        if self.llm is not None:
             self.llm.end_round(batch, outcome)
 
 
@@ -143,8 +146,6 @@ def run_simulation(
     store: Store | Path | str | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
-    llm_brain: object | None = None,
-    llm_facilitator: object | None = None,
     resume: Recorded | None = None,
 ) -> RunResult:
     """Run one simulation to the end (or until should_stop() says so) and store every step.
@@ -156,14 +157,14 @@ def run_simulation(
     store = store if isinstance(store, Store) else Store(Path(store)) if store is not None else Store.default()
     rng = np.random.default_rng(config.seed)
     population = generate(config, rng)
-    built: list[object] = []
-    if config.uses_llm() and (llm_brain is None or (config.facilitator_model and llm_facilitator is None)):
+    llm_brain: LLMBrain | None = None
+    llm_facilitator: LLMFacilitator | None = None
+    session: LLMSession | None = None
+    if config.uses_llm():
         from commonpool.brains.llm import build_llm
 
         spent, first_call = (resume.llm_totals["cost_usd"], resume.next_call_id) if resume else (0.0, 1)
-        llm_brain, llm_facilitator = build_llm(config, population, store.root, spent, first_call)
-        built = [part for part in (llm_brain, llm_facilitator) if part is not None]
-    llm_parts = [part for part in (llm_brain, llm_facilitator) if part is not None]
+        session, llm_brain, llm_facilitator = build_llm(config, population, store.root, spent, first_call)
     ledger = Ledger(population.holdings)
     history = MarketHistory(population.size, len(population.resources))
     world = World(population, ledger.holdings, config.need_weight, history, None)
@@ -178,7 +179,7 @@ def run_simulation(
     writer = resume.writer if resume else RunWriter(store.root, run_id, meta)
     with writer:
         # An LLM run flushes every round, so a crash loses at most the round in flight.
-        recorder = Recorder(writer, population, flush_every=100_000 if not llm_parts else 1)
+        recorder = Recorder(writer, population, flush_every=100_000 if session is None else 1)
         if resume:
             recorder.totals.update(resume.llm_totals)
         else:
@@ -198,91 +199,155 @@ def run_simulation(
                     accepted += resume.replay_round(rounds, world, ledger, deciders, ids, initiator, responder, config.max_turns)
                 else:
                     try:
-                        accepted += play_round(world, ledger, deciders, facilitator, recorder, rounds, ids, initiator, responder, config.max_turns)
+                        accepted += play_round(
+                            world, ledger, deciders, facilitator, recorder, rounds, ids, initiator, responder, config.max_turns, session
+                        )
                     except FatalError as exc:
                         # No connection, a bad key or a spent budget: keep every finished round, drop this one.
                         status, error = "failed", str(exc)
                         recorder.discard_round()
                         break
                     finally:
-                        for part in llm_parts:
-                            recorder.add_llm_calls(part.drain_calls())  # type: ignore[attr-defined]
+                        if session is not None:
+                            recorder.add_llm_calls(session.drain_calls())
                 done += size
                 rounds += 1
                 recorder.end_round(done, accepted)
                 if progress is not None:
                     progress(RunProgress(run_id, done, target, accepted, rounds, recorder.llm_totals()))
         finally:
-            for part in built:
-                part.close()  # type: ignore[attr-defined]
+            if session is not None:
+                session.close()
         recorder.flush(done, accepted)
         writer.close(status, error)
     seconds = time.perf_counter() - started
     return RunResult(run_id, status, done, accepted, seconds, store.root / "runs" / run_id, error, recorder.llm_totals())
 
 
+@dataclass
+class Negotiation:
+    """Where each exchange of a round stands: its outcome so far (-1 while open), agreement, turns, reason."""
+
+    outcome: np.ndarray  # int8
+    agreed: np.ndarray  # bool
+    turns: np.ndarray  # int16
+    reason: np.ndarray  # object
+
+    @staticmethod
+    def open(size: int) -> Negotiation:
+        return Negotiation(
+            np.full(size, -1, dtype=np.int8), np.zeros(size, dtype=bool),
+            np.zeros(size, dtype=np.int16), np.full(size, None, dtype=object),
+        )
+
+    def row(self, k: int) -> Negotiation:
+        """Exchange k's state as a view (see ExchangeBatch.row)."""
+        one = slice(k, k + 1)
+        return Negotiation(self.outcome[one], self.agreed[one], self.turns[one], self.reason[one])
+
+
+def take_turn(batch: ExchangeBatch, state: Negotiation, active: np.ndarray, decisions: Decisions) -> np.ndarray:
+    """Apply the decisions of batch.turn for the active rows; returns the rows still negotiating."""
+    turn = batch.turn
+    state.turns[active] = turn
+    act = decisions.action
+    errored = decisions.source < 0
+    if errored.any():
+        state.outcome[active[errored]] = ERROR
+        state.reason[active[errored]] = decisions.reason[errored] if decisions.reason is not None else "decision failed"
+    moving = ((act != ACCEPT) & (act != REJECT)) & ~errored
+    proposing = active[moving]
+    batch.cur_a[proposing], batch.cur_qa[proposing] = decisions.res_a[moving], decisions.qty_a[moving]
+    batch.cur_b[proposing], batch.cur_qb[proposing] = decisions.res_b[moving], decisions.qty_b[moving]
+    batch.proposals[proposing, 0 if speaker_is_initiator(turn) else 1] += 1
+    state.agreed[active[(act == ACCEPT) & ~errored]] = True
+    state.outcome[active[(act == REJECT) & ~errored]] = outcome_of_reject(turn, batch.max_turns)
+    return active[moving & ((act == COUNTER) | (turn == 1))]
+
+
 def play_round(
     world: World,
     ledger: Ledger,
     deciders: Deciders,
-    facilitator: object | None,
+    facilitator: RulesFacilitator | LLMFacilitator | None,
     recorder: Recorder,
     round_: int,
     ids: np.ndarray,
     initiator: np.ndarray,
     responder: np.ndarray,
     max_turns: int,
+    session: LLMSession | None = None,
 ) -> int:
-    """Advise, negotiate and settle one round of disjoint pairs; returns how many settled."""
+    """Advise, negotiate and settle one round of disjoint pairs; returns how many settled.
+
+    Without models the round moves in lockstep, every exchange deciding turn k as
+    one array. With a model session each exchange negotiates on its own, so an
+    exchange's next call goes out as soon as its last answer is in rather than
+    waiting for the round's slowest answer; each exchange still sees only its own
+    state, so the outcome does not depend on which answer came first.
+    """
     size = len(ids)
-    everyone = np.arange(size)
     before_i, before_j = utilities(world, initiator), utilities(world, responder)
     batch = ExchangeBatch.open(round_, ids, initiator, responder, max_turns, None)
-    if facilitator is not None:
-        batch.advice = facilitator.advise(world, batch, everyone)
+    state = Negotiation.open(size)
+    if session is None:
+        if facilitator is not None:
+            batch.advice = facilitator.advise(world, batch, np.arange(size))
+        active = np.arange(size)
+        for turn in range(1, max_turns + 1):
+            batch.turn = turn
+            decisions = deciders.decide(world, batch, active)
+            recorder.add_offers(batch, active, decisions)
+            active = take_turn(batch, state, active, decisions)
+            if len(active) == 0:
+                break
+    else:
+        model_advises = facilitator is not None and inspect.iscoroutinefunction(facilitator.advise)
+        if facilitator is not None and not model_advises:
+            batch.advice = facilitator.advise(world, batch, np.arange(size))
+        rows = [batch.row(k) for k in range(size)]
+        said = session.run_all(
+            [negotiate(world, deciders, facilitator if model_advises else None, row, state.row(k)) for k, row in enumerate(rows)]
+        )
+        if model_advises:
+            batch.advice = AdviceBatch.concat([row.advice for row in rows])  # type: ignore[misc]
+        for turn in range(1, max_turns + 1):
+            active = np.array([k for k, offers in enumerate(said) if len(offers) >= turn], dtype=np.int64)
+            if len(active) == 0:
+                break
+            batch.turn = turn
+            recorder.add_offers(batch, active, Decisions.concat([said[k][turn - 1] for k in active.tolist()]))
+    if batch.advice is not None:
         recorder.add_advice(round_, world, batch, batch.advice)
 
-    outcome = np.full(size, -1, dtype=np.int8)
-    agreed = np.zeros(size, dtype=bool)
-    turns = np.zeros(size, dtype=np.int16)
-    reason = np.full(size, None, dtype=object)
-    active = everyone
-    for turn in range(1, max_turns + 1):
-        batch.turn = turn
-        if turn == 1:
-            decisions = deciders.propose(world, batch, active)
-        else:
-            decisions = deciders.reply(world, batch, active)
-        recorder.add_offers(batch, active, decisions)
-        turns[active] = turn
-        act = decisions.action
-        errored = decisions.source < 0
-        if errored.any():
-            outcome[active[errored]] = ERROR
-            reason[active[errored]] = decisions.reason[errored] if decisions.reason is not None else "decision failed"
-        moving = ((act != ACCEPT) & (act != REJECT)) & ~errored
-        proposing = active[moving]
-        batch.cur_a[proposing], batch.cur_qa[proposing] = decisions.res_a[moving], decisions.qty_a[moving]
-        batch.cur_b[proposing], batch.cur_qb[proposing] = decisions.res_b[moving], decisions.qty_b[moving]
-        batch.proposals[proposing, 0 if speaker_is_initiator(turn) else 1] += 1
-        agreed[active[(act == ACCEPT) & ~errored]] = True
-        rejected = active[(act == REJECT) & ~errored]
-        outcome[rejected] = outcome_of_reject(turn, max_turns)
-        still = moving & ((act == COUNTER) | (turn == 1))
-        active = active[still]
-        if len(active) == 0:
-            break
-
-    deal, settlement = settle_round(world, ledger, batch, agreed)
-    outcome[deal] = np.where(settlement.valid, ACCEPTED, INVALID)
-    settled = outcome == ACCEPTED
-    reason[deal[~settlement.valid]] = np.array(REASONS, dtype=object)[settlement.reason[~settlement.valid]]
+    deal, settlement = settle_round(world, ledger, batch, state.agreed)
+    state.outcome[deal] = np.where(settlement.valid, ACCEPTED, INVALID)
+    settled = state.outcome == ACCEPTED
+    state.reason[deal[~settlement.valid]] = np.array(REASONS, dtype=object)[settlement.reason[~settlement.valid]]
 
     after_i, after_j = utilities(world, initiator), utilities(world, responder)
-    deciders.end_round(batch, outcome)
-    recorder.add_exchanges(batch, outcome, turns, agreed, reason, (before_i, after_i), (before_j, after_j))
+    deciders.end_round(batch, state.outcome)
+    recorder.add_exchanges(batch, state.outcome, state.turns, state.agreed, state.reason, (before_i, after_i), (before_j, after_j))
     recorder.add_transfers(batch, settled)
     return int(settled.sum())
+
+
+async def negotiate(
+    world: World, deciders: Deciders, facilitator: LLMFacilitator | None, batch: ExchangeBatch, state: Negotiation
+) -> list[Decisions]:
+    """One exchange (a batch of one) from advice to its last turn; returns each turn's decision."""
+    if facilitator is not None:
+        batch.advice = await facilitator.advise(world, batch, np.arange(1))
+    said = []
+    active = np.arange(1)
+    for turn in range(1, batch.max_turns + 1):
+        batch.turn = turn
+        decisions = await deciders.ask(world, batch, active)
+        said.append(decisions)
+        active = take_turn(batch, state, active, decisions)
+        if len(active) == 0:
+            break
+    return said
 
 
 def utilities(world: World, participants: np.ndarray) -> np.ndarray:

@@ -94,6 +94,16 @@ class Decisions:
             if values is not None:
                 getattr(self, name)[where] = values
 
+    @staticmethod
+    def concat(parts: list[Decisions]) -> Decisions:
+        """One batch of the parts' rows, in order."""
+        joined = Decisions.empty(sum(len(p.action) for p in parts))
+        start = 0
+        for part in parts:
+            joined.put(np.arange(start, start + len(part.action)), part)
+            start += len(part.action)
+        return joined
+
 
 @dataclass
 class AdviceBatch:
@@ -108,6 +118,24 @@ class AdviceBatch:
     # object array of a model facilitator's own valuations per row (dict or None), which the
     # participants' prompts show; None when the rules facilitator advised
     valuations: np.ndarray | None = None
+
+    @staticmethod
+    def concat(parts: list[AdviceBatch]) -> AdviceBatch:
+        """One batch of the parts' rows, in order (note and valuations None where a part has none)."""
+
+        def joined(name: str) -> np.ndarray | None:
+            columns = [getattr(p, name) for p in parts]
+            if all(c is None for c in columns):
+                return None
+            return np.concatenate([c if c is not None else np.full(len(p.res_a), None, dtype=object) for c, p in zip(columns, parts)])
+
+        return AdviceBatch(
+            *(np.concatenate([getattr(p, name) for p in parts]) for name in ("res_a", "qty_a", "res_b", "qty_b", "source")),
+            note=joined("note"), valuations=joined("valuations"),
+        )
+
+    def row(self, k: int) -> AdviceBatch:
+        return AdviceBatch(**{name: None if v is None else v[k : k + 1] for name, v in vars(self).items()})
 
 
 # --- what an LLM must answer (validated at the edge) ------------------------------------------
@@ -173,6 +201,21 @@ class ExchangeBatch:
             cur_a=np.full(size, NO_RESOURCE, dtype=np.int64), cur_qa=np.zeros(size, dtype=np.int64),
             cur_b=np.full(size, NO_RESOURCE, dtype=np.int64), cur_qb=np.zeros(size, dtype=np.int64),
             proposals=np.zeros((size, 2), dtype=np.int64),
+        )
+
+    def row(self, k: int) -> ExchangeBatch:
+        """Exchange k as a batch of one whose offer state is a view into this batch's.
+
+        An LLM round negotiates each exchange on its own (each at its own turn), so what
+        a row decides lands in the round's arrays, which then settle together.
+        """
+        one = slice(k, k + 1)
+        return ExchangeBatch(
+            round=self.round, exchange_ids=self.exchange_ids[one], initiator=self.initiator[one],
+            responder=self.responder[one], max_turns=self.max_turns,
+            advice=self.advice.row(k) if self.advice is not None else None,
+            cur_a=self.cur_a[one], cur_qa=self.cur_qa[one], cur_b=self.cur_b[one], cur_qb=self.cur_qb[one],
+            proposals=self.proposals[one], turn=self.turn,
         )
 
     def speakers(self, rows: np.ndarray) -> np.ndarray:

@@ -60,6 +60,7 @@ import json
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -468,6 +469,7 @@ class FakeLLMServer:
       requests      list of received chat-completion request bodies (dicts), copy
       headers       list of the matching request headers (dicts, lower-case names)
       count         number of chat-completion requests received
+      arrivals      time.monotonic() at which each request (in ``requests``) arrived
       configure(mode=, latency_ms=, fail_times=, slow_seconds=)  server-wide default
       reset()       forget requests/count/flaky counters and restore default config
     """
@@ -488,6 +490,7 @@ class FakeLLMServer:
         self._thread: threading.Thread | None = None
         self._requests: list[dict] = []
         self._headers: list[dict] = []
+        self._arrivals: list[float] = []  # time.monotonic() of each request, parallel to _requests
         self._count = 0
         self._flaky_seen: dict[str, int] = {}
         self._defaults = dict(mode=mode, latency_ms=latency_ms, fail_times=fail_times, slow_seconds=slow_seconds)
@@ -561,6 +564,7 @@ class FakeLLMServer:
         """Clear recorded requests, count and flaky counters; restore constructor config."""
         with self._lock:
             self._requests.clear()
+            self._arrivals.clear()
             self._headers.clear()
             self._count = 0
             self._flaky_seen.clear()
@@ -572,6 +576,11 @@ class FakeLLMServer:
     def requests(self) -> list[dict]:
         with self._lock:
             return list(self._requests)
+
+    @property
+    def arrivals(self) -> list[float]:
+        with self._lock:
+            return list(self._arrivals)
 
     @property
     def headers(self) -> list[dict]:
@@ -592,6 +601,7 @@ class FakeLLMServer:
         with self._lock:
             self._requests.append(body)
             self._headers.append(headers)
+            self._arrivals.append(time.monotonic())
             self._count += 1
 
     def _resolve(self, model: Any) -> tuple[str | None, float]:

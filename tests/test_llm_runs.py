@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_llm_server import FakeLLMServer, free_port
+from fake_llm_server import FakeLLMServer, extract_state, free_port
 
 from commonpool import SimulationConfig, run_simulation
 from commonpool.cli import main as cli_main
@@ -233,6 +233,24 @@ def test_results_do_not_depend_on_concurrency(fake_llm: FakeLLMServer, tmp_path:
     assert decided_tables(Store(tmp_path / "one"), one.run_id) == decided_tables(Store(tmp_path / "many"), many.run_id)
     order = "SELECT exchange_id, turn, role, participant_id FROM llm_calls WHERE run_id = ? ORDER BY call_id"
     assert rows(Store(tmp_path / "one"), order, one.run_id) == rows(Store(tmp_path / "many"), order, many.run_id)
+
+
+def test_an_exchange_does_not_wait_for_the_rounds_slowest_answer(fake_llm: FakeLLMServer, store: Store) -> None:
+    """Exchanges of a round negotiate on their own: a fast pair's reply goes out while a slow model is still thinking."""
+    slow_s = 1.5
+    slow, fast = f"fake-cooperative@{slow_s * 1000:.0f}", "fake-cooperative"
+    result = llm_run(
+        fake_llm, store, model=None, facilitator_model=None, num_participants=12, min_exchanges=6, max_exchanges=6,
+        personality_models={"cautious": f"openai/{slow}", "generous": f"openai/{fast}", "strategic": f"openai/{fast}"},
+    )
+    assert result.status == "completed" and result.exchanges == 6
+    calls = [(body["model"], extract_state(body["messages"])["task"], at) for body, at in zip(fake_llm.requests, fake_llm.arrivals)]
+    slow_proposals = [at for model, task, at in calls if model == slow and task == "propose"]
+    fast_replies = [at for model, task, at in calls if model == fast and task == "reply"]
+    assert slow_proposals and fast_replies, calls  # the round has both, or this test proves nothing
+    # In lockstep every reply would wait for the slow proposal's answer, slow_s after it went out.
+    assert min(fast_replies) < min(slow_proposals) + slow_s / 2, calls
+    assert_conserved(store, result.run_id)
 
 
 def test_rules_and_models_mix_by_personality(fake_llm: FakeLLMServer, store: Store) -> None:

@@ -1,9 +1,11 @@
 """LLM brains: participants and a facilitator that decide through a language model.
 
-They implement the rules brain's batch interface (propose/reply, advise). Every
-row of a turn whose speaker has a model becomes one request; all are sent at
-once on the session's background loop (at most --concurrency in flight) and
-gathered in row order, so results never depend on which answer came first.
+They are the async twins of the rules brain's batch interface (decide, advise):
+every row whose speaker has a model becomes one request. The engine runs each
+exchange of a round as its own task on the session's background loop (at most
+--concurrency requests in flight), and an exchange sees only its own state, so
+results never depend on which answer came first. Calls are numbered in
+llm_calls by turn, exchange and attempt, not by arrival.
 
 An answer is parsed and validated against the protocol and the holdings; a
 bad one gets one repair request quoting the problem; after that the rules brain
@@ -139,14 +141,28 @@ class LLMSession:
         # (turn, exchange_id, attempt order) -> row; call ids are given at drain_calls, in that order.
         self.rows: list[tuple[tuple[int, int, int], dict[str, object]]] = []
         self.next_call_id = first_call_id
+        self.stopping: FatalError | None = None  # set when a fatal error in fail mode ends the round
 
-    def gather(self, jobs: list[tuple[CallTags, Coroutine[Any, Any, Answer[T]]]]) -> list[Answer[T]]:
-        """Run the jobs concurrently; answers in job order. Raises a fatal error in fail mode.
+    def run_all(self, jobs: list[Coroutine[Any, Any, T]]) -> list[T]:
+        """Run a round's jobs (one per exchange) together on the loop; results in job order.
 
-        Several threads may gather at once (one per part of a round), so the llm_calls rows
-        wait for drain_calls to be numbered rather than taking ids in the order gathers finish.
+        Once one job meets a fatal error in fail mode, the others make no new call (what is
+        in flight finishes and is logged), and the first such error in job order is raised.
         """
-        answers = self.loop.run(_gather([job for _, job in jobs]))
+        self.stopping = None
+        results = self.loop.run(_gather(jobs))
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results  # type: ignore[return-value]
+
+    async def ask_all(self, jobs: list[tuple[CallTags, Coroutine[Any, Any, Answer[T]]]]) -> list[Answer[T]]:
+        """Ask concurrently and log every attempt; answers in job order. Raises a fatal error in fail mode."""
+        if self.stopping is not None:
+            for _, job in jobs:
+                job.close()
+            raise self.stopping
+        answers = list(await asyncio.gather(*(job for _, job in jobs)))
         for (tags, _), answer in zip(jobs, answers):
             for k, record in enumerate(answer.log):
                 row: dict[str, object] = {
@@ -167,6 +183,7 @@ class LLMSession:
                 self.rows.append(((tags.turn, tags.exchange_id, k), row))
         fatal = next((a.fatal for a in answers if a.fatal is not None), None)
         if fatal is not None and self.config.on_llm_failure == "fail":
+            self.stopping = self.stopping or fatal
             raise fatal
         return answers
 
@@ -218,8 +235,8 @@ class LLMSession:
         self.loop.close()
 
 
-async def _gather(jobs: list[Coroutine[Any, Any, T]]) -> list[T]:
-    return list(await asyncio.gather(*jobs))
+async def _gather(jobs: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    return list(await asyncio.gather(*jobs, return_exceptions=True))
 
 
 # --- what a prompt's state block says --------------------------------------------------------
@@ -248,22 +265,12 @@ class LLMBrain:
         self.config = session.config
         self.rules = RulesBrain()
 
-    def propose(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
-        return self._decide("propose", world, batch, rows)
-
-    def reply(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
-        return self._decide("reply", world, batch, rows)
-
     def end_round(self, batch: ExchangeBatch, outcome: np.ndarray) -> None:
         self.session.memory.record(batch, outcome)
 
-    def drain_calls(self) -> list[dict[str, object]]:
-        return self.session.drain_calls()
-
-    def close(self) -> None:
-        self.session.close()
-
-    def _decide(self, task: str, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+    async def decide(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
+        """Turn batch.turn for rows whose speakers have a model: propose on turn 1, reply after."""
+        task = "propose" if batch.turn == 1 else "reply"
         population = world.population
         role = "initiator" if speaker_is_initiator(batch.turn) else "responder"
         system = prompt("participant").template
@@ -280,7 +287,7 @@ class LLMBrain:
                 population.brains[speaker], system, user, state_json, ParticipantReply, PARTICIPANT_MAX_TOKENS, check
             )
             jobs.append((tags, job))
-        answers = self.session.gather(jobs)
+        answers = await self.session.ask_all(jobs)
 
         decisions = Decisions.empty(len(rows))
         decisions.source[:] = LLM
@@ -396,13 +403,7 @@ class LLMFacilitator:
         self.model = model
         self.rules = RulesFacilitator()
 
-    def drain_calls(self) -> list[dict[str, object]]:
-        return self.session.drain_calls()
-
-    def close(self) -> None:
-        self.session.close()
-
-    def advise(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> AdviceBatch:
+    async def advise(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> AdviceBatch:
         system = prompt("facilitator").template
         jobs = []
         for row in rows.tolist():
@@ -411,7 +412,7 @@ class LLMFacilitator:
             check = partial(self._check, world, batch, row)
             user = prompt("advise").substitute(state=state_json)
             jobs.append((tags, self.session.ask(self.model, system, user, state_json, FacilitatorReply, FACILITATOR_MAX_TOKENS, check)))
-        answers = self.session.gather(jobs)
+        answers = await self.session.ask_all(jobs)
 
         size = len(rows)
         advice = AdviceBatch(
@@ -525,16 +526,16 @@ def build_llm(
     store_root: Path | None = None,
     spent_usd: float = 0.0,
     first_call_id: int = 1,
-) -> tuple[LLMBrain | None, LLMFacilitator | None]:
-    """The run's LLM brain (if any participant has a model) and facilitator (if facilitator_model is set).
+) -> tuple[LLMSession | None, LLMBrain | None, LLMFacilitator | None]:
+    """The run's session, its LLM brain (if any participant has a model) and facilitator (if facilitator_model is set).
 
-    Both share one session: one loop, one concurrency limit, one budget, one call log.
+    Both share the session: one loop, one concurrency limit, one budget, one call log.
     """
     wants_brain = any(b != "rules" for b in population.brains)
     wants_facilitator = bool(config.facilitator and config.facilitator_model)
     if not (wants_brain or wants_facilitator):
-        return None, None
+        return None, None, None
     session = LLMSession(config, population, store_root, spent_usd, first_call_id)
     brain = LLMBrain(session) if wants_brain else None
     facilitator = LLMFacilitator(session, str(config.facilitator_model)) if wants_facilitator else None
-    return brain, facilitator
+    return session, brain, facilitator
