@@ -25,10 +25,16 @@ def custom_prices(config: SimulationConfig) -> Prices | None:
     return Prices((config.cost_per_1k_prompt_tokens or 0.0) / 1000, (config.cost_per_1k_completion_tokens or 0.0) / 1000)
 
 
+# Models LiteLLM had no price for, which register_unpriced entered in its price list at 0.
+_registered_unpriced: set[str] = set()
+
+
 def listed_prices(model: str) -> Prices | None:
     """LiteLLM's prices for a model it knows; None for local or unknown models."""
     from commonpool.llm.client import import_litellm
 
+    if model in _registered_unpriced:
+        return None
     litellm = import_litellm()
     entry = litellm.model_cost.get(model) or litellm.model_cost.get(model.split("/", 1)[-1])
     if not entry or entry.get("input_cost_per_token") is None:
@@ -41,3 +47,19 @@ def most_a_call_costs(prices: Prices | None, prompt_chars: int, max_tokens: int)
     if prices is None:
         return 0.0
     return prices.cost(prompt_chars // CHARS_PER_TOKEN + 1, max_tokens)
+
+
+def register_unpriced(model: str) -> None:
+    """Enter a model LiteLLM does not price in its price list at 0, once per process; its cost stays unknown to us.
+
+    For a model missing from its list, LiteLLM searches the list for look-alikes on
+    every call (about 1 ms of CPU), and zero prices passed per call trade that for a
+    zero-cost diagnosis; a listed model is looked up directly.
+    """
+    if model in _registered_unpriced:
+        return
+    from commonpool.llm.client import import_litellm
+
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    import_litellm().register_model({model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "litellm_provider": provider, "mode": "chat"}})
+    _registered_unpriced.add(model)
