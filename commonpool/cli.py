@@ -270,11 +270,23 @@ def _read(path: Path, flag: str) -> str:
         raise BadInput(f"{flag}: cannot read {str(path)!r} ({exc.strerror})") from None
 
 
+def _check_llm_workers() -> None:
+    """COMMONPOOL_LLM_WORKERS, read before anything is written."""
+    from commonpool.llm.workers import worker_count
+
+    try:
+        worker_count()
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
 def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     from commonpool.engine import run_simulation
     from commonpool.store import RunExistsError, Store, export_run
 
     config = config_from_args(args)
+    if config.uses_llm():
+        _check_llm_workers()
     store = Store(store_root)
     if config.simulation_id and store.has_run(config.simulation_id):
         raise BadInput(
@@ -334,6 +346,7 @@ def cmd_resume(args: argparse.Namespace, store_root: Path) -> int:
     from commonpool.resume import ResumeError, resume_simulation
     from commonpool.store import RunNotFoundError
 
+    _check_llm_workers()
     bar = _progress_bar(args.no_progress)
     try:
         result = resume_simulation(args.run_id, store_root, progress=bar.update if bar else None)

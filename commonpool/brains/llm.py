@@ -46,6 +46,7 @@ from commonpool.llm.parse import extract_json
 from commonpool.llm.retry import RetryModel
 from commonpool.llm.scrub import scrub
 from commonpool.llm.settings import load_env
+from commonpool.llm.workers import WorkerModel, worker_count
 from commonpool.population import Population
 from commonpool.protocol import (
     ACCEPT,
@@ -111,7 +112,9 @@ class CallTags:
 
 def build_model_stack(config: SimulationConfig, store_root: Path | None, budget: Budget) -> ChatModel:
     custom = custom_prices(config)
-    model: ChatModel = LiteLLMModel(config.api_base, config.llm_timeout_s, custom)
+    # LiteLLM's own CPU per call runs in worker processes unless COMMONPOOL_LLM_WORKERS=0 (see llm/workers.py).
+    call: type[LiteLLMModel | WorkerModel] = WorkerModel if worker_count() else LiteLLMModel
+    model: ChatModel = call(config.api_base, config.llm_timeout_s, custom)
     model = RetryModel(model, config.llm_max_retries)
     model = BudgetModel(model, budget, lambda name: custom or listed_prices(name))
     model = LimitedModel(model, config.concurrency)
