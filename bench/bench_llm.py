@@ -3,7 +3,9 @@ cached re-run >= 1,000 decisions/s).
 
 Run: python bench/bench_llm.py [--latency-ms 200] [--participants 40] [--exchanges 200] [--concurrency 20]
 
-The server runs in its own process, so the CPU time measured here is ours alone.
+The server runs in its own process; the CPU time reported is ours: the run's process
+plus the LLM worker processes (commonpool/llm/workers.py), read from /proc. A short
+warm-up run comes first, because LiteLLM's imports (in each worker) are one-off costs.
 The critical path is what no amount of concurrency can beat: per round, one
 facilitator call then one call per turn the longest exchange took, each a full
 latency. Not a test: figures vary with the machine.
