@@ -73,9 +73,13 @@ def default_store() -> Path:
 
 
 def build_parser() -> Parser:
+    top = Parser(add_help=False)
+    top.add_argument("--store", type=Path, default=None, help="run store folder (default: $COMMONPOOL_STORE or data/)")
+    # --store may also follow the subcommand; there it has no default of its own, which would
+    # otherwise overwrite a --store given before the subcommand.
     store = Parser(add_help=False)
-    store.add_argument("--store", type=Path, default=None, help="run store folder (default: $COMMONPOOL_STORE or data/)")
-    parser = Parser(prog="commonpool", description=__doc__.splitlines()[0], parents=[store])
+    store.add_argument("--store", type=Path, default=argparse.SUPPRESS, help="run store folder (default: $COMMONPOOL_STORE or data/)")
+    parser = Parser(prog="commonpool", description=__doc__.splitlines()[0], parents=[top])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", parents=[store], help="run a simulation and store it")

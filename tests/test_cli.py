@@ -36,6 +36,17 @@ def test_run_with_the_original_flags_writes_the_run_and_its_json_log(tmp_path: P
     assert (store / "runs" / "custom_sim_001" / "run.json").exists()
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_store_is_honoured_before_or_after_the_subcommand(tmp_path: Path, where: str) -> None:
+    default, chosen = tmp_path / "default", tmp_path / "chosen"
+    flags = ["run", "--num-participants", "4", "--min-exchanges", "2", "--max-exchanges", "2", "--simulation-id", "here"]
+    args = ["--store", str(chosen), *flags] if where == "before" else [*flags, "--store", str(chosen)]
+    cli(*args, store=default, check=True)
+    assert (chosen / "runs" / "here" / "run.json").exists() and not default.exists()
+    listing = cli("--store", str(chosen), "runs", "list", store=default, check=True)
+    assert "here" in listing.stdout
+
+
 BAD = [
     (["--num-participants", "1"], "--num-participants", "greater than or equal to 2"),
     (["--num-participants", "-3"], "--num-participants", "greater than or equal to 2"),
