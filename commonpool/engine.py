@@ -4,8 +4,9 @@ A round pairs up to N/2 disjoint participants. Without models, their
 exchanges are decided as arrays, one turn at a time across the whole round
 (the rules brain scores a grid of candidate swaps per row). With models, each
 exchange negotiates as its own task, concurrently, so no exchange waits on the
-round's slowest answer before its next turn. Because pairs are disjoint, settling them together is the same
-as settling them one by one in exchange_id order. The facilitator's history
+round's slowest answer before its next turn. Because pairs are disjoint,
+settling them together is the same as settling them one by one in exchange_id
+order. The facilitator's history
 is updated between rounds, so advice in round k draws on rounds < k.
 """
 
