@@ -17,6 +17,7 @@ from fake_llm_server import FakeLLMServer, extract_state, free_port
 from commonpool import SimulationConfig, run_simulation
 from commonpool.cli import main as cli_main
 from commonpool.engine import RunProgress, RunResult
+from commonpool.protocol import FacilitatorReply, ParticipantReply
 from commonpool.resume import resume_simulation
 from commonpool.store import Store
 
@@ -250,6 +251,28 @@ def test_an_exchange_does_not_wait_for_the_rounds_slowest_answer(fake_llm: FakeL
     assert slow_proposals and fast_replies, calls  # the round has both, or this test proves nothing
     # In lockstep every reply would wait for the slow proposal's answer, slow_s after it went out.
     assert min(fast_replies) < min(slow_proposals) + slow_s / 2, calls
+    assert_conserved(store, result.run_id)
+
+
+def test_a_model_that_takes_a_schema_is_sent_the_protocols_schema_and_priced_from_the_list(
+    fake_llm: FakeLLMServer, store: Store
+) -> None:
+    """gpt-4o-mini (served here by the fake server) takes response_format and is in LiteLLM's price list."""
+    result = llm_run(
+        fake_llm, store, model="openai/gpt-4o-mini", facilitator_model="openai/gpt-4o-mini",
+        cost_per_1k_prompt_tokens=None, cost_per_1k_completion_tokens=None,
+    )
+    assert result.status == "completed"
+    sent = {body["response_format"]["json_schema"]["name"]: body["response_format"] for body in fake_llm.requests}
+    assert set(sent) == {"ParticipantReply", "FacilitatorReply"}
+    assert sent["ParticipantReply"]["type"] == "json_schema"
+    assert sent["ParticipantReply"]["json_schema"]["schema"] == ParticipantReply.model_json_schema()
+    assert sent["FacilitatorReply"]["json_schema"]["schema"] == FacilitatorReply.model_json_schema()
+    calls, priced, cheapest = rows(
+        store, "SELECT count(*), count(cost_usd), min(cost_usd) FROM llm_calls WHERE run_id = ? AND NOT cached", result.run_id
+    )[0]
+    assert calls == priced > 0 and cheapest > 0
+    assert result.llm["cost_usd"] > 0
     assert_conserved(store, result.run_id)
 
 
