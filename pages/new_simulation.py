@@ -219,11 +219,22 @@ uses_llm = model != RULES or bool(personality_models) or "facilitator_model" in 
     (m.brain or RULES) != RULES for m in fields.get("roster", [])
 )
 if uses_llm:
-    budget = st.number_input("Budget (USD)", value=None, min_value=0.0, key="budget_usd", placeholder="no limit",
-                             help="Stop before spending more than this on LLM calls.")
-    slot("budget_usd")
+    b1, b2, b3 = st.columns(3)
+    with b1:
+        budget = st.number_input("Budget (USD)", value=None, min_value=0.0, key="budget_usd", placeholder="no limit",
+                                 help="Stop before spending more than this on LLM calls.")
+        slot("budget_usd")
     if budget:
         fields["budget_usd"] = budget
+    price_help = "For a model LiteLLM has no price for (a local server, say); empty: LiteLLM's price list."
+    for column, name, label in ((b2, "cost_per_1k_prompt_tokens", "Price per 1k prompt tokens (USD)"),
+                                (b3, "cost_per_1k_completion_tokens", "Price per 1k completion tokens (USD)")):
+        with column:
+            price = st.number_input(label, value=None, min_value=0.0, format="%.6f", key=name,
+                                    placeholder="LiteLLM's list", help=price_help)
+            slot(name)
+        if price is not None:
+            fields[name] = price
     if served:
         fields["api_base"] = served
 

@@ -49,7 +49,9 @@ def show_progress(handle: RunHandle | None, info: RunInfo | None) -> bool:
         cols[0].metric("LLM calls", f"{int(llm['llm_calls']):,}")
         cols[1].metric("Prompt tokens", f"{int(llm.get('prompt_tokens') or 0):,}")
         cols[2].metric("Completion tokens", f"{int(llm.get('completion_tokens') or 0):,}")
-        cols[3].metric("Cost", f"${float(llm.get('cost_usd') or 0):.4f}")
+        cols[3].metric("Cost at known prices", f"${float(llm.get('cost_usd') or 0):.4f}",
+                       help="Calls to a model with no known price (a local server, say) add nothing here; set its "
+                            "price per 1k tokens on New simulation (or --price-per-1k-prompt/-completion) to count them.")
     if handle is not None and handle.error:
         st.error(plain(handle.error))
     elif info is not None and info.meta.get("error"):

@@ -207,3 +207,18 @@ def test_a_model_on_a_local_server_can_be_chosen_per_personality(store: Store, m
     assert config.api_base == "http://127.0.0.1:9/v1"
     assert config.model is None
     assert any(n.label == "Budget (USD)" for n in at.number_input)
+
+
+def test_prices_for_an_unpriced_model_reach_the_config(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in LLM_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    at = app()
+    at.text_input(key="served_model").input("tiny").run()
+    at.selectbox(key="model").set_value("openai/tiny").run()
+    assert SimulationConfig.model_validate(config_shown(at)).cost_per_1k_prompt_tokens is None  # LiteLLM's list
+    at.number_input(key="cost_per_1k_prompt_tokens").set_value(0.01).run()
+    at.number_input(key="cost_per_1k_completion_tokens").set_value(0.03).run()
+    config = SimulationConfig.model_validate(config_shown(at))
+    assert (config.cost_per_1k_prompt_tokens, config.cost_per_1k_completion_tokens) == (0.01, 0.03)
+    assert not run_button(at).disabled
