@@ -194,12 +194,18 @@ def test_engines_offer_rules_when_no_model_has_a_key(store: Store, monkeypatch: 
     assert at.selectbox(key="engine_cautious").options[:2] == ["(run default)", "rules"]
 
 
-def test_a_model_on_a_local_server_can_be_chosen_per_personality(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def local_server_page(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """The page with no keys and an OpenAI-compatible server whose model the user names "tiny"."""
     for variable in LLM_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
     at = app()
     at.text_input(key="served_model").input("tiny").run()
+    return at
+
+
+def test_a_model_on_a_local_server_can_be_chosen_per_personality(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = local_server_page(monkeypatch)
     assert at.selectbox(key="engine_strategic").options == ["(run default)", "rules", "openai/tiny"]
     at.selectbox(key="engine_strategic").set_value("openai/tiny").run()
     config = SimulationConfig.model_validate(config_shown(at))
@@ -210,11 +216,7 @@ def test_a_model_on_a_local_server_can_be_chosen_per_personality(store: Store, m
 
 
 def test_prices_for_an_unpriced_model_reach_the_config(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in LLM_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
-    at = app()
-    at.text_input(key="served_model").input("tiny").run()
+    at = local_server_page(monkeypatch)
     at.selectbox(key="model").set_value("openai/tiny").run()
     assert SimulationConfig.model_validate(config_shown(at)).cost_per_1k_prompt_tokens is None  # LiteLLM's list
     at.number_input(key="cost_per_1k_prompt_tokens").set_value(0.01).run()
