@@ -141,6 +141,15 @@ def set_number(page: Page, label: str, value: int) -> None:
     settle(page)
 
 
+def run_query(page: Page, sql: str) -> None:
+    """Type a query into the SQL console and run it."""
+    query = page.get_by_label("Query")
+    query.fill(sql)
+    query.press("Control+Enter")
+    page.get_by_role("button", name="Run query").click()
+    settle(page)
+
+
 def test_a_person_runs_a_simulation_and_reads_one_negotiation(server: str, page: Page) -> None:
     page.goto(server)
     expect(page.get_by_role("heading", name="New simulation")).to_be_visible()
@@ -204,16 +213,9 @@ def test_compare_and_sql_pages(server: str, page: Page) -> None:
     page.get_by_role("link", name="SQL").click()
     expect(page.get_by_role("heading", name="SQL")).to_be_visible()
     settle(page)
-    query = page.get_by_label("Query")
-    query.fill("SELECT outcome, count(*) AS n FROM exchanges GROUP BY outcome ORDER BY n DESC")
-    query.press("Control+Enter")
-    page.get_by_role("button", name="Run query").click()
-    settle(page)
+    run_query(page, "SELECT outcome, count(*) AS n FROM exchanges GROUP BY outcome ORDER BY n DESC")
     expect(page.get_by_text("rows in", exact=False)).to_be_visible()
     shoot(page, "6-sql")
-    query.fill("DROP TABLE exchanges")
-    query.press("Control+Enter")
-    page.get_by_role("button", name="Run query").click()
-    settle(page)
+    run_query(page, "DROP TABLE exchanges")
     expect(page.get_by_text("the console is read-only", exact=False)).to_be_visible()
     shoot(page, "7-sql-refused")

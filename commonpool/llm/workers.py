@@ -32,19 +32,17 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from commonpool.llm import errors
 from commonpool.llm.chat import CallRecord, ChatRequest, Reply
 from commonpool.llm.cost import Prices
-from commonpool.llm.errors import FatalError, LLMError, TransientError
+from commonpool.llm.errors import FatalError, LLMError, RequestError, TransientError
 from commonpool.llm.scrub import scrub
 
 WORKERS_ENV = "COMMONPOOL_LLM_WORKERS"
 MAX_DEFAULT_WORKERS = 4
 # Beyond LiteLLMModel's own bound (timeout + its grace): a worker that never answers.
 WORKER_GRACE_S = 10.0
-ERRORS: dict[str, type[LLMError]] = {
-    cls.__name__: cls for cls in (errors.TransientError, errors.RequestError, errors.FatalError, errors.BudgetExhausted)
-}
+# The kinds a worker can report (a spent budget is found here, before a call is sent).
+ERRORS: dict[str, type[LLMError]] = {cls.__name__: cls for cls in (TransientError, RequestError, FatalError)}
 
 
 def worker_count() -> int:
@@ -165,9 +163,13 @@ class _Worker:
         with self.lock:
             self.alive = False
             stranded, self.pending = list(self.pending.values()), {}
-        reason = ("FatalError", f"an LLM worker process stopped (exit code {code})", None, None)
         for loop, future in stranded:
-            loop.call_soon_threadsafe(_resolve, future, reason)
+            loop.call_soon_threadsafe(_resolve, future, _stopped(code))
+
+
+def _stopped(code: int | None) -> tuple[Any, ...]:
+    """The result of a call whose worker has gone."""
+    return ("FatalError", f"an LLM worker process stopped (exit code {code})", None, None)
 
 
 def _resolve(future: asyncio.Future[tuple[Any, ...]], result: tuple[Any, ...]) -> None:
@@ -186,6 +188,7 @@ class WorkerPool:
         self._lock = threading.Lock()
 
     def _start(self) -> list[_Worker]:
+        """The live workers, starting any missing (on first use, or to replace one that died)."""
         with self._lock:
             self._workers = [w for w in self._workers if w.alive]
             while len(self._workers) < self.size:
@@ -207,10 +210,7 @@ class WorkerPool:
 
     async def call(self, api_base: str | None, timeout_s: float, prices: Prices | None, request: ChatRequest, attempt: int) -> tuple[Any, ...]:
         """One LiteLLMModel call in the least busy worker; its result tuple (see serve)."""
-        workers = [w for w in self._workers if w.alive]
-        if len(workers) < self.size:
-            workers = self._start()  # first use, or a worker to replace
-        worker = min(workers, key=lambda w: len(w.pending))
+        worker = min(self._start(), key=lambda w: len(w.pending))
         return await self._request(worker, "call", api_base, timeout_s, prices, request, attempt)
 
     def pids(self) -> list[int]:
@@ -231,7 +231,7 @@ class WorkerPool:
         future: asyncio.Future[tuple[Any, ...]] = loop.create_future()
         with worker.lock:
             if not worker.alive:
-                return ("FatalError", "an LLM worker process stopped", None, None)
+                return _stopped(worker.process.poll())
             worker.pending[call_id] = (loop, future)
         try:
             worker.send((kind, call_id, *arguments))
