@@ -93,12 +93,17 @@ def _load_run(run_dir: Path) -> RunInfo | None:
     )
 
 
+# run.json objects that the `runs` view shows as JSON text.
+_JSON_COLUMNS = ("config", "point")
+
+
 def _runs_row(info: RunInfo) -> dict[str, Any]:
     row = {name: info.meta.get(name) for name in RUNS.names}
     row["run_id"] = info.run_id
     row["status"] = info.status
-    config = info.meta.get("config")
-    row["config"] = None if config is None else json.dumps(config, sort_keys=True)
+    for name in _JSON_COLUMNS:
+        value = info.meta.get(name)
+        row[name] = None if value is None else json.dumps(value, sort_keys=True)
     for name in ("started_at", "finished_at"):
         if row[name] is not None:
             row[name] = datetime.fromisoformat(row[name])

@@ -142,6 +142,17 @@ TABLES: dict[str, pa.Schema] = {
             ("error", pa.string()),
         ]
     ),
+    # Outcome metrics of a run, computed once by metrics.run_metrics when the run
+    # ends, so that a sweep of thousands of runs is summarised without rescanning
+    # their exchanges. A metric of a group carries it after a colon
+    # ("surplus_share:generous").
+    "run_metrics": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("metric", pa.string()),
+            ("value", pa.float64()),
+        ]
+    ),
 }
 
 OUTCOMES = ("accepted", "rejected", "no_deal", "invalid", "error")
@@ -174,5 +185,36 @@ RUNS: pa.Schema = pa.schema(
         ("llm_calls", pa.int64()),
         ("error", pa.string()),
         ("config", pa.string()),  # JSON text of run.json's "config" object
+        ("sweep_id", pa.string()),  # the sweep that planned this run, NULL for a single run
+        ("point_id", pa.int64()),  # its point of the sweep's design, from 0
+        ("replication", pa.int64()),  # its replication at that point, from 0
+        ("point", pa.string()),  # JSON object: factor name -> the value of this run
+    ]
+)
+
+SWEEP_STATUSES = RUN_STATUSES
+
+# The `sweeps` view: one row per sweep, built by the reader from each
+# <store>/sweeps/<sweep_id>/sweep.json (written by the sweep's driver, like run.json
+# by a run's writer; "interrupted" is computed when the driver is gone).
+SWEEPS: pa.Schema = pa.schema(
+    [
+        ("sweep_id", pa.string()),
+        ("status", pa.string()),  # one of SWEEP_STATUSES
+        ("name", pa.string()),
+        ("sampler", pa.string()),  # grid, random, lhs, sobol, morris
+        ("executor", pa.string()),  # local or ray
+        ("workers", pa.int64()),
+        ("seed", pa.int64()),  # the sweep seed every run's seed is drawn from
+        ("points", pa.int64()),
+        ("replications", pa.int64()),
+        ("runs_planned", pa.int64()),
+        ("runs_done", pa.int64()),
+        ("runs_failed", pa.int64()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("duration_s", pa.float64()),
+        ("error", pa.string()),
+        ("spec", pa.string()),  # JSON text of the experiment spec
     ]
 )

@@ -74,7 +74,7 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def _check_run_fields(fields: dict[str, Any]) -> None:
     """Raise TypeError if a value cannot be stored in its `runs` column."""
     for name, value in fields.items():
-        if name in RUNS.names and name != "config" and value is not None:
+        if name in RUNS.names and name not in ("config", "point") and value is not None:
             try:
                 pa.array([value], RUNS.field(name).type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
