@@ -1,0 +1,1 @@
+"""Experiments: sweeps, replications and sensitivity analysis."""
