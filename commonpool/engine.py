@@ -148,11 +148,15 @@ def run_simulation(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: Recorded | None = None,
+    labels: dict[str, object] | None = None,
 ) -> RunResult:
     """Run one simulation to the end (or until should_stop() says so) and store every step.
 
     With resume (see commonpool.resume), the rounds already recorded are replayed
     from the store rather than decided again, and the run continues in its folder.
+    labels are extra `runs` fields recorded with the run (a sweep's sweep_id,
+    point_id, replication and point). A completed run also records its outcome
+    metrics (metrics.run_metrics) before it closes.
     """
     config = resolve(config)
     store = store if isinstance(store, Store) else Store(Path(store)) if store is not None else Store.default()
@@ -174,7 +178,7 @@ def run_simulation(
     target = int(rng.integers(config.min_exchanges, config.max_exchanges + 1))
     per_round = population.size // 2
 
-    meta = run_meta(config, population, target)
+    meta = {**run_meta(config, population, target), **(labels or {})}
     started = time.perf_counter()
     run_id = str(config.simulation_id)
     writer = resume.writer if resume else RunWriter(store.root, run_id, meta)
@@ -220,6 +224,8 @@ def run_simulation(
             if session is not None:
                 session.close()
         recorder.flush(done, accepted)
+        if status == "completed":
+            record_run_metrics(store, writer)
         writer.close(status, error)
     seconds = time.perf_counter() - started
     return RunResult(run_id, status, done, accepted, seconds, store.root / "runs" / run_id, error, recorder.llm_totals())
@@ -373,6 +379,21 @@ def settle_round(
     settled[deal[settlement.valid]] = True
     world.history.record(batch.initiator, batch.responder, settled, batch.cur_a, batch.cur_qa, batch.cur_b, batch.cur_qb)
     return deal, settlement
+
+
+def record_run_metrics(store: Store, writer: RunWriter) -> None:
+    """Append the run's outcome metrics, read back from its flushed tables with the one definition in metrics.py."""
+    from commonpool.metrics import run_metrics  # pandas and the metric SQL: not needed until a run ends
+
+    con = store.connect()
+    # One thread: parallel aggregation sums floats in a varying order, and the same
+    # seed must give the same tables to the last bit (run_metrics included).
+    con.execute("SET threads = 1")
+    try:
+        values = run_metrics(con, writer.run_id)
+    finally:
+        con.close()
+    writer.append("run_metrics", {"metric": list(values), "value": list(values.values())})
 
 
 def run_meta(config: SimulationConfig, population: Population, target: int) -> dict[str, object]:

@@ -838,3 +838,61 @@ def cost(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     token sums, cost_usd, mean latency, and errors (calls that failed). No
     rows for a rules run."""
     return _frame(con, _COST_SQL, run_id)
+
+
+# --- outcome metrics of a run, for sweeps -------------------------------------------------------
+
+# summary() keys kept as a run's outcome metrics: the figures a study compares
+# across replications and conditions (cost and counters are left to `runs`).
+_OUTCOME_KEYS = (
+    "acceptance_rate",
+    "welfare_initial",
+    "welfare_final",
+    "welfare_change",
+    "individually_rational_share",
+    "need_fulfilment_initial",
+    "need_fulfilment_final",
+    "nash_welfare_final",
+    "rawls_final",
+    "gini_holdings_initial",
+    "gini_holdings_final",
+    "gini_utility_final",
+    "mean_turns_to_agreement",
+)
+
+
+def run_metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, float]:
+    """A run's outcome metrics as name -> value, computed from the functions above
+    (never redefined here), for the run_metrics table that sweeps are analysed from.
+
+    - The summary() figures of _OUTCOME_KEYS (welfare, need fulfilment,
+      acceptance, Nash and Rawls welfare, Gini of holdings and utility).
+    - price_sd_first / price_sd_last: pooled within-pair SD of log exchange
+      rates (price_dispersion, pair 'all') in the first and last of 4 windows
+      that had trades; price convergence = last < first.
+    - adherence_followed: share of accepted deals with advice that were exactly
+      the suggested swap; adherence_distance: mean |agreed - suggested log
+      rate| over deals on the suggested resources (facilitator_adherence);
+      anchoring (see anchoring()). Absent in a control run.
+    - utility_gain:P, surplus_share:P, acceptance_rate:P for each personality P
+      (by_personality).
+
+    A value that is undefined for the run (no trades, no advice) is left out
+    rather than stored as NULL, so a mean over runs is over the runs that have it.
+    """
+    overall = summary(con, run_id)
+    values: dict[str, Any] = {key: overall[key] for key in _OUTCOME_KEYS}
+    pooled = price_dispersion(con, run_id, windows=4)
+    pooled = pooled[(pooled["pair"] == "all") & pooled["sd_log_rate"].notna()]
+    if len(pooled):
+        values["price_sd_first"] = pooled["sd_log_rate"].iloc[0]
+        values["price_sd_last"] = pooled["sd_log_rate"].iloc[-1]
+    adherence = facilitator_adherence(con, run_id)
+    if len(adherence):
+        values["adherence_followed"] = adherence["followed"].mean()
+        values["adherence_distance"] = adherence["distance"].mean()
+        values["anchoring"] = anchoring(con, run_id)
+    for row in by_personality(con, run_id).itertuples():
+        for key in ("utility_gain", "surplus_share", "acceptance_rate"):
+            values[f"{key}:{row.personality}"] = getattr(row, key)
+    return {key: float(v) for key, value in values.items() if (v := plain(value)) is not None}

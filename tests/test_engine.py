@@ -69,6 +69,8 @@ def test_no_running_balance_goes_below_zero_at_any_exchange(simulate, store: Sto
 
 
 def _tables(store: Store, run_id: str) -> dict[str, list[tuple]]:
+    """Every table of the run, run_metrics' values rounded to 12 significant digits:
+    they are float aggregates whose last bit depends on DuckDB's summation order."""
     con = store.connect()
     out = {}
     for name in TABLES:
@@ -76,6 +78,7 @@ def _tables(store: Store, run_id: str) -> dict[str, list[tuple]]:
         out[name] = con.execute(
             f"SELECT {', '.join(columns)} FROM {name} WHERE run_id = ? ORDER BY ALL", parameters=[run_id]
         ).fetchall()
+    out["run_metrics"] = [(metric, float(f"{value:.12g}")) for metric, value in out["run_metrics"]]
     return out
 
 

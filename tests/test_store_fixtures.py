@@ -120,6 +120,10 @@ def sample_columns(n_exchanges: int, seed: int = 0) -> dict[str, dict[str, Any]]
             "attempt": [1],
             "error": [None],
         },
+        "run_metrics": {
+            "metric": ["acceptance_rate", "welfare_change"],
+            "value": [0.5, float(n_exchanges)],
+        },
     }
 
 
