@@ -72,17 +72,8 @@ def default_store() -> Path:
     return Path(os.environ.get("COMMONPOOL_STORE") or "data")
 
 
-def build_parser() -> Parser:
-    top = Parser(add_help=False)
-    top.add_argument("--store", type=Path, default=None, help="run store folder (default: $COMMONPOOL_STORE or data/)")
-    # --store may also follow the subcommand; there it has no default of its own, which would
-    # otherwise overwrite a --store given before the subcommand.
-    store = Parser(add_help=False)
-    store.add_argument("--store", type=Path, default=argparse.SUPPRESS, help="run store folder (default: $COMMONPOOL_STORE or data/)")
-    parser = Parser(prog="commonpool", description=__doc__.splitlines()[0], parents=[top])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
-    run = sub.add_parser("run", parents=[store], help="run a simulation and store it")
+def add_run_flags(run: argparse.ArgumentParser) -> None:
+    """The flags that describe one run (also a sweep's base)."""
     # Numbers are parsed by SimulationConfig, so every bad value gets the same kind of message.
     run.add_argument("--num-participants", default="10")
     run.add_argument("--min-exchanges", default="10")
@@ -106,6 +97,20 @@ def build_parser() -> Parser:
     run.add_argument("--on-llm-failure", default="fail", help="fail | fallback")
     run.add_argument("--price-per-1k-prompt", default=None, help="USD per 1,000 prompt tokens, for models LiteLLM has no price for")
     run.add_argument("--price-per-1k-completion", default=None, help="USD per 1,000 completion tokens")
+
+
+def build_parser() -> Parser:
+    top = Parser(add_help=False)
+    top.add_argument("--store", type=Path, default=None, help="run store folder (default: $COMMONPOOL_STORE or data/)")
+    # --store may also follow the subcommand; there it has no default of its own, which would
+    # otherwise overwrite a --store given before the subcommand.
+    store = Parser(add_help=False)
+    store.add_argument("--store", type=Path, default=argparse.SUPPRESS, help="run store folder (default: $COMMONPOOL_STORE or data/)")
+    parser = Parser(prog="commonpool", description=__doc__.splitlines()[0], parents=[top])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", parents=[store], help="run a simulation and store it")
+    add_run_flags(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     runs = sub.add_parser("runs", parents=[store], help="list or show stored runs")
@@ -140,6 +145,10 @@ def build_parser() -> Parser:
     roster.add_argument("--resources", default=None)
     roster.add_argument("--personalities", default=None)
     roster.add_argument("--format", default="csv", help="csv | json")
+
+    from commonpool.experiments.commands import add_sweep_parser
+
+    add_sweep_parser(sub, store)
     return parser
 
 
@@ -529,8 +538,15 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def cmd_sweep(args: argparse.Namespace, store_root: Path) -> int:
+    from commonpool.experiments.commands import cmd_sweep as sweep
+
+    return sweep(args, store_root)
+
+
 COMMANDS = {
     "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs, "sql": cmd_sql, "export": cmd_export, "roster": cmd_roster, "metrics": cmd_metrics,
+    "sweep": cmd_sweep,
 }
 
 

@@ -1,0 +1,52 @@
+"""A sweep worker process: `python -m commonpool.experiments.worker STORE`.
+
+Reads one task per line (JSON) on stdin, runs it into STORE through
+task.run_task, and writes one result per line (JSON) on stdout. A plain
+subprocess rather than multiprocessing, whose spawn re-runs the caller's
+__main__ (a script without a main guard, or Streamlit's) in every worker, and
+whose pool breaks as a whole when one worker dies.
+
+Ctrl-C reaches the worker with the rest of the terminal's process group: the
+run in progress stops before its next round and is stored as cancelled (so a
+resumed sweep continues it), then the worker reports and waits for more work
+or the end of its input. SIGTERM does the same, for a driver that is not on a
+terminal (the dashboard).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from commonpool.experiments.task import RunTask, TaskResult, run_task
+
+
+def main(argv: list[str]) -> int:
+    store_root = Path(argv[0])
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    # Results go to the real stdout only; anything a run prints goes to stderr.
+    channel, sys.stdout = sys.stdout, sys.stderr
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        task = RunTask(**json.loads(line))
+        try:
+            result = run_task(task, store_root, should_stop=stop.is_set)
+        except Exception as exc:  # the worker lives on: one run's failure is that run's result
+            traceback.print_exc(file=sys.stderr)
+            result = TaskResult(task.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        channel.write(json.dumps(result.to_json()) + "\n")
+        channel.flush()
+        if stop.is_set():
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
