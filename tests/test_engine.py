@@ -209,3 +209,78 @@ def test_every_completed_run_conserves_every_unit(
     assert result.status == "completed" and result.exchanges == exchanges
     assert broken == 0
     assert settled == moves == result.accepted
+
+
+# Columns hashed per table: named here, so a column added to the schema later
+# does not move the pins (only a change of what the engine decides does).
+_PINNED_COLUMNS = {
+    "exchanges": "exchange_id, round, initiator_id, responder_id, outcome, turns, initiator_gives, initiator_gives_qty, "
+    "responder_gives, responder_gives_qty, initiator_utility_before, initiator_utility_after, "
+    "responder_utility_before, responder_utility_after, reason",
+    "offers": "exchange_id, turn, speaker_id, action, initiator_gives, initiator_gives_qty, responder_gives, "
+    "responder_gives_qty, message, source, fallback_reason",
+    "transfers": "exchange_id, from_id, to_id, resource, quantity",
+    "advice": "exchange_id, round, initiator_gives, initiator_gives_qty, responder_gives, responder_gives_qty, "
+    "typical_rate, typical_rate_trades, initiator_deals, initiator_meetings, responder_deals, responder_meetings, "
+    "note, source",
+    "valuations": "round, resource, valuation",
+}
+
+_PINNED_RUNS = {
+    "default_60x2000": (
+        dict(seed=3, num_participants=60, min_exchanges=2000, max_exchanges=2000),
+        {
+            "exchanges": "1b84411eb89023e732532e442dd3e72e6bca93e51e507492c873df89cb086baa",
+            "offers": "d597a61691d1050b17a5cd42e029bf00cb6d281af64b0fd2a466aff10e7a8452",
+            "transfers": "3ea84efdef62d50b80a8b4b70fa2cc5be2862df115c30351c3851a3d0f416e23",
+            "advice": "eddd45ca185ed9c1286ad0f64a320675e6e5e60e95666b7cdcfc600b2f3b9770",
+            "valuations": "6f374bb42dca127fd62451714b3a473d0b4f8a555d163b12a07e5afff2c49d73",
+        },
+    ),
+    "need_pairing_control_25": (
+        dict(seed=8, num_participants=25, min_exchanges=500, max_exchanges=700, pairing="need", facilitator=False),
+        {
+            "exchanges": "3d94ba2aa5145851fd688f9cb88fdf85f2d8d0c387bd99b824a9e5da7c4441e4",
+            "offers": "666b625d31eb07adb0072bf600bcc3948f776c2e70f380c148e8c833c40cf241",
+            "transfers": "874ed4617dfa32a5f750143cd86c67a8b39c4da591d361f7eb85bc61d4024dde",
+            "advice": "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",  # no rows
+            "valuations": "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",  # no rows
+        },
+    ),
+    "odd_31_three_turns": (
+        dict(seed=21, num_participants=31, min_exchanges=900, max_exchanges=900, max_turns=3, need_weight=3.0,
+             personalities={"cautious": 1, "generous": 2, "strategic": 1}),
+        {
+            "exchanges": "b884e0cb52e84e726baff3d31ea67d000139a452aa44372749527676e41b3836",
+            "offers": "19455f24649f1d225795d1f0a67ffdf491931d03755a368d090c146787f1cbcc",
+            "transfers": "ff482521ce45dc230e959a1dce15a44a9a8cfba87a3af8c36eba5c968819df67",
+            "advice": "8a27b362779b81a8db00ec470ea86b54d9cb87ac0d319b4c895f72e56f5e7fc4",
+            "valuations": "1fe7780fe5876623b47cca96ab6dc716b7c0737dacd51c3f2530f0c800181a04",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PINNED_RUNS))
+def test_rules_runs_are_pinned_bit_for_bit(tmp_path, name: str) -> None:
+    """Pins the model's behaviour as of the commit that added this test (before the small-run speed-ups).
+
+    A sha256 of every row (Python reprs, so floats to the last bit) of the tables the
+    engine decides, for three fixed configs. Work on speed must leave these untouched;
+    an intended change of the model (economics, brains, facilitator) updates them, and
+    says so in its commit.
+    """
+    import hashlib
+
+    fields, expected = _PINNED_RUNS[name]
+    store = Store(tmp_path)
+    result = run_simulation(SimulationConfig(simulation_id="pin", **fields), store)
+    con = store.connect()
+    digests = {
+        table: hashlib.sha256(
+            repr(con.execute(f"SELECT {columns} FROM {table} WHERE run_id = ? ORDER BY ALL", [result.run_id]).fetchall())
+            .encode()
+        ).hexdigest()
+        for table, columns in _PINNED_COLUMNS.items()
+    }
+    assert digests == expected
