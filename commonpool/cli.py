@@ -8,6 +8,7 @@ writes nothing.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -569,6 +570,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into e.g. `head`, which stopped reading: not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # A full disk (or quota) is the user's to fix, not a bug: one line, no traceback.
+        # The store keeps every flush committed before it, ready for `resume`.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or args.command not in ("run", "resume", "export"):
+            raise
+        where = store_root
+        if args.command == "export":  # an export fills the disk it is written to
+            where = args.dest.parent if args.dest else Path("exports")
+        print(f"commonpool: error: no space left on device under {where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

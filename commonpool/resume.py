@@ -81,7 +81,7 @@ def load_recorded(writer: RunWriter, resources: list[str]) -> Recorded:
     con = duckdb.connect(":memory:")
 
     def source(table: str) -> str | None:
-        files = sorted((writer.path / table).glob("part-*.parquet"))
+        files = writer.committed_files(table)
         return "read_parquet([" + ", ".join(sql_string(str(f)) for f in files) + "])" if files else None
 
     exchanges, offers, calls = source("exchanges"), source("offers"), source("llm_calls")

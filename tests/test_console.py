@@ -53,7 +53,7 @@ def test_a_long_query_is_stopped_after_the_timeout(store: Store) -> None:
 
 
 def test_reading_a_parquet_file_inside_the_store_is_allowed(store: Store) -> None:
-    path = store.root / "runs" / "r1" / "exchanges" / "data.parquet"
+    path = next((store.root / "runs" / "r1" / "exchanges").glob("*.parquet"))  # its one committed file
     assert console_query(store, f"SELECT count(*) AS n FROM read_parquet('{path}')").rows.to_pylist() == [{"n": 30}]
 
 
@@ -107,7 +107,7 @@ def test_the_console_refuses(store: Store, sql: str, message: str) -> None:
 def test_a_store_named_like_a_prefix_of_another_folder_does_not_open_it(tmp_path: Path) -> None:
     write_sample_run(tmp_path / "data", "r1")
     write_sample_run(tmp_path / "data2", "r2")
-    outside = tmp_path / "data2" / "runs" / "r2" / "exchanges" / "data.parquet"
+    outside = next((tmp_path / "data2" / "runs" / "r2" / "exchanges").glob("*.parquet"))
     with pytest.raises(ConsoleError, match="refused"):
         console_query(Store(tmp_path / "data"), f"SELECT * FROM read_parquet('{outside}')")
 

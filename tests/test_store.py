@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from test_store_fixtures import sample_columns, write_sample_run
 
-from commonpool.store import TABLES, RunExistsError, RunNotFoundError, RunWriter, Store, export_run
+from commonpool.store import GRACE_SECONDS, TABLES, RunExistsError, RunNotFoundError, RunWriter, Store, export_run
+from commonpool.store.trash import collect_garbage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,14 +94,21 @@ def test_a_reader_sees_a_running_runs_flushed_chunks_only(tmp_path: Path) -> Non
     assert store.run("live").status == "completed"
 
 
-def test_a_chunk_is_written_when_a_tables_buffer_reaches_chunk_rows(tmp_path: Path) -> None:
+def test_a_chunk_is_written_when_a_tables_buffer_reaches_chunk_rows_and_committed_by_the_next_flush(
+    tmp_path: Path,
+) -> None:
     writer = RunWriter(tmp_path, "r", {}, chunk_rows=8)
     for start in (0, 4, 8):
         writer.append("exchanges", exchange_columns(range(start, start + 4)))
     folder = tmp_path / "runs" / "r" / "exchanges"
-    assert sorted(p.name for p in folder.iterdir()) == ["part-000000.parquet"]
+    written = list(folder.iterdir())
+    assert len(written) == 1 and pq.read_metadata(written[0]).num_rows == 8  # on disk: memory stays bounded
+    # Readers see a chunk only once a flush commits it with every other table's rows.
+    assert count(Store(tmp_path), "exchanges") == 0
+    writer.flush()
+    assert sorted(p.name for p in folder.iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
     assert pq.read_metadata(folder / "part-000000.parquet").num_rows == 8
-    assert count(Store(tmp_path), "exchanges") == 8
+    assert count(Store(tmp_path), "exchanges") == 12
     writer.close("completed")
 
 
@@ -112,7 +121,14 @@ def test_compaction_leaves_the_same_rows_in_one_file_and_no_part_files(tmp_path:
     assert len(list(folder.glob("part-*.parquet"))) == 5  # appends of 2 rows: a chunk every 4 rows
     before = Store(tmp_path).query("SELECT * FROM exchanges")
     writer.close("completed")
-    assert sorted(p.name for p in folder.iterdir()) == ["data.parquet"]
+    assert json.loads((tmp_path / "runs" / "r" / "run.json").read_text())["manifest"]["tables"]["exchanges"] == {
+        "base": "data-000005.parquet", "base_bytes": (folder / "data-000005.parquet").stat().st_size,
+        "first_part": 6, "parts": 0, "parts_bytes": 0, "rows": 20,
+    }
+    # The parts stay for readers that listed them until the grace period is over, then go.
+    assert collect_garbage(tmp_path) == 0 and len(list(folder.glob("part-*.parquet"))) == 5
+    assert collect_garbage(tmp_path, now=time.time() + GRACE_SECONDS + 1) == 5
+    assert sorted(p.name for p in folder.iterdir()) == ["data-000005.parquet"]
     after = Store(tmp_path).query("SELECT * FROM exchanges")
     assert after == before
     assert after.column("exchange_id").to_pylist() == list(range(20))

@@ -72,6 +72,8 @@ class RayExecutor:
         if not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if self.address is None:
+                # "local": a new Ray of our own, even where RAY_ADDRESS or a running cluster would be found.
+                options["address"] = "local"
                 options["num_cpus"] = self._requested or os.cpu_count() or 1
             else:
                 options["address"] = self.address

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from commonpool.experiments import analysis
@@ -98,7 +99,6 @@ def sensitivity(data: SweepData, metric: str) -> pd.DataFrame | None:
         return analysis.sobol_indices(outcomes, factors, metric, calc_second_order=data.spec.second_order,
                                       seed=int(data.spec.seed or 0))
     if data.spec.sampler == "morris" and data.unit is not None:
-        import numpy as np
-
-        return analysis.morris_indices(outcomes, factors, metric, np.asarray(data.unit), seed=int(data.spec.seed or 0))
+        return analysis.morris_indices(outcomes, factors, metric, np.asarray(data.unit), seed=int(data.spec.seed or 0),
+                                       num_levels=data.spec.morris_levels)
     return None

@@ -125,9 +125,7 @@ class ExperimentSpec(BaseModel):
             if isinstance(factor, list):
                 factors.append(Levels(name, tuple(factor)))
             else:
-                integer = _is_integer(name)
-                step = factor.step if factor.step is not None else (1 if integer and self.sampler == "grid" else None)
-                factors.append(Range(name, factor.low, factor.high, integer=integer, step=step,
+                factors.append(Range(name, factor.low, factor.high, integer=_is_integer(name), step=factor.step,
                                      distribution=factor.distribution))
         return factors
 

@@ -176,7 +176,7 @@ def resume_sweep(
     exec_ = make_executor(executor or info.meta.get("executor") or "local", store.root,
                           workers or None, ray_address, path / "workers.log")
     meta = dict(info.meta)
-    meta.update(**_driver(exec_), status="running", finished_at=None, error=None, failures={},
+    meta.update(**_driver(exec_), finished_at=None, error=None, failures={},
                 resumed_at=[*meta.get("resumed_at", []), _now()])
     record = SweepRecord(path, meta)
     record.save()

@@ -15,7 +15,9 @@ terminal (the dashboard).
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import signal
 import sys
 import threading
@@ -25,11 +27,27 @@ from pathlib import Path
 from commonpool.experiments.task import RunTask, TaskResult, run_task
 
 
+def _stop_with_driver() -> None:
+    """Ask Linux to send us SIGTERM when the driver dies (even by SIGKILL), so an
+    orphaned worker stops its run at the next round instead of running on."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux: the worker stops when its input closes, after its current run
+    if os.getppid() == 1:  # the driver died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def main(argv: list[str]) -> int:
     store_root = Path(argv[0])
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    _stop_with_driver()
     # Results go to the real stdout only; anything a run prints goes to stderr.
     channel, sys.stdout = sys.stdout, sys.stderr
     for line in sys.stdin:

@@ -17,3 +17,11 @@ class RunNotFoundError(LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"run {run_id!r} not found in the store")
         self.run_id = run_id
+
+
+class SweepNotFoundError(LookupError):
+    """No sweep with this id is in the store."""
+
+    def __init__(self, sweep_id: str) -> None:
+        super().__init__(f"sweep {sweep_id!r} not found in the store")
+        self.sweep_id = sweep_id

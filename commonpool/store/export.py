@@ -6,6 +6,7 @@ so an interrupted export never leaves something that looks complete.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -44,7 +45,7 @@ def export_run(store: Store, run_id: str, fmt: ExportFormat, dest: Path) -> Path
         raise FileExistsError(f"export destination {dest} already exists; choose a new path")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    con = store.connect()
+    con = store.connect([run_id])
     try:
         if fmt in ("csv", "parquet"):
             tmp.mkdir()
@@ -61,15 +62,25 @@ def export_run(store: Store, run_id: str, fmt: ExportFormat, dest: Path) -> Path
                 con.execute(f'CREATE TABLE export_db."{table}" AS {_run_filter(table, run_id)}')
             con.execute("DETACH export_db")
         os.replace(tmp, dest)
+    except duckdb.IOException as exc:
+        _remove(tmp)
+        if "No space left on device" in str(exc):
+            # DuckDB reports a full disk as its own error; callers handle it as the OSError it is.
+            raise OSError(errno.ENOSPC, f"No space left on device writing {dest}") from None
+        raise
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     finally:
         con.close()
     return dest
+
+
+def _remove(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 def _export_json(con: duckdb.DuckDBPyConnection, info: RunInfo, tmp: Path) -> None:

@@ -1,18 +1,26 @@
 """Reading every run of the store at once, through DuckDB views over the runs' files.
 
 Readers never open anything a writer holds: they read run.json (replaced
-atomically by the writer) and Parquet files that appear whole by rename. A fresh
+atomically by the writer) and the Parquet files its manifest commits (see
+manifest.py), which are never renamed or rewritten once committed. A fresh
 in-memory DuckDB connection gets one view per public table whose file list is
-fixed when the connection is made, so a query sees a consistent snapshot of the
-files that existed then, including the flushed chunks of runs still running.
+fixed when the connection is made: a snapshot of the committed flushes of every
+run at that moment, all tables of a flush or none. Files a later manifest no
+longer names are deleted only after trash.GRACE_SECONDS, so a connection held
+longer than that may find one gone and should be made afresh (Store.query does).
+
+A run whose run.json is unreadable or ill-typed, or whose committed files are
+missing or not the size recorded, reads as status "damaged" with the reason in
+`error`, and its rows are left out of the table views: one damaged run never
+hides the others.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +28,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from commonpool.store import _proc
-from commonpool.store.errors import RunNotFoundError
-from commonpool.store.schema import RUNS, TABLES
+from commonpool.store import _proc, manifest
+from commonpool.store.errors import RunNotFoundError, SweepNotFoundError
+from commonpool.store.manifest import SAFE_ID, Committed, ManifestError, TableFiles
+from commonpool.store.schema import RUN_STATUSES, RUNS, SWEEP_STATUSES, SWEEPS, TABLES
+from commonpool.store.trash import collect_garbage
 
 # DuckDB types of the schema's Arrow types, for the empty views of tables that
 # have no file yet (dictionary-encoded Parquet columns read back as VARCHAR).
@@ -50,6 +60,12 @@ FROM (
 GROUP BY run_id, participant_id, resource
 """
 
+DAMAGED = "damaged"  # a status only the reader reports, like "interrupted"
+
+# run.json / sweep.json objects that the views show as JSON text.
+_RUN_JSON_COLUMNS = ("config", "point")
+_SWEEP_JSON_COLUMNS = ("spec",)
+
 
 def sql_string(text: str) -> str:
     """text as a SQL string literal (for paths in view definitions, which take no parameters)."""
@@ -60,78 +76,273 @@ def sql_string(text: str) -> str:
 class RunInfo:
     """One run as the store sees it: run.json plus the computed status."""
 
-    run_id: str
-    status: str  # run.json's status, except "interrupted" when a "running" writer is gone
+    run_id: str  # the folder's name, which every row of the run carries in the views
+    status: str  # run.json's status, except "interrupted" (writer gone) and "damaged" (see module doc)
     seed: int | None
     started_at: str | None
     finished_at: str | None
-    meta: dict[str, Any]  # run.json exactly as written (its own "status" may say running)
+    meta: dict[str, Any]  # run.json as written; for a damaged run only run_id, status and error (the reason)
     path: Path
 
 
-def _load_run(run_dir: Path) -> RunInfo | None:
-    """The run in run_dir, or None while its writer has not yet written run.json."""
-    path = run_dir / "run.json"
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        # The writer replaces run.json atomically, so this is a hand edit: say where.
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    status = meta.get("status")
-    if status == "running" and not _proc.writer_alive(meta.get("pid"), meta.get("pid_start_time"), meta.get("host")):
-        status = "interrupted"
-    return RunInfo(
-        run_id=run_dir.name,  # the folder name is what every table row carries
-        status=status,
-        seed=meta.get("seed"),
-        started_at=meta.get("started_at"),
-        finished_at=meta.get("finished_at"),
-        meta=meta,
-        path=run_dir,
-    )
+@dataclass(frozen=True)
+class SweepInfo:
+    """One sweep as the store sees it: sweep.json plus the computed status."""
+
+    sweep_id: str
+    status: str  # sweep.json's status, except "interrupted" (driver gone) and "damaged" (unreadable)
+    started_at: str | None
+    finished_at: str | None
+    meta: dict[str, Any]  # sweep.json as written; for a damaged sweep only sweep_id, status and error
+    path: Path
 
 
-# run.json objects that the `runs` view shows as JSON text.
-_JSON_COLUMNS = ("config", "point")
+class _Bad(Exception):
+    """A run.json or sweep.json that cannot be read as its schema says; the message is the reason."""
 
 
-def _runs_row(info: RunInfo) -> dict[str, Any]:
-    row = {name: info.meta.get(name) for name in RUNS.names}
-    row["run_id"] = info.run_id
-    row["status"] = info.status
-    for name in _JSON_COLUMNS:
-        value = info.meta.get(name)
-        row[name] = None if value is None else json.dumps(value, sort_keys=True)
-    for name in ("started_at", "finished_at"):
-        if row[name] is not None:
-            row[name] = datetime.fromisoformat(row[name])
+@dataclass
+class _Run:
+    """A run as scanned: its info, its `runs` row and where its committed rows are."""
+
+    info: RunInfo
+    row: dict[str, Any]
+    recorded_id: str | None = None  # run_id inside its files; differs from the folder for a copied folder
+    committed: Committed | None = None  # None for a damaged run
+
+
+@dataclass
+class _Pack:
+    """A pack as scanned: its files per table, the runs it holds, or why it is unusable."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    runs: frozenset[str] = frozenset()
+    problem: str | None = None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Whether a JSON value fits a column of each Arrow type (checked in Python: one
+# pyarrow conversion per field would make listing 10,000 runs take seconds).
+_FITS: dict[pa.DataType, Callable[[Any], bool]] = {
+    pa.string(): lambda v: isinstance(v, str),
+    pa.int64(): lambda v: _is_int(v) and -(2**63) <= v < 2**63,
+    pa.float64(): lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+_TYPE_WORDS = {pa.string(): "text", pa.int64(): "a whole number", pa.float64(): "a number"}
+
+
+def _row(meta: Any, schema: pa.Schema, json_columns: Sequence[str], statuses: Sequence[str]) -> dict[str, Any]:
+    """The view row of a parsed run.json/sweep.json; _Bad naming the first ill-typed field."""
+    if not isinstance(meta, dict):
+        raise _Bad(f"is not a JSON object (got {type(meta).__name__})")
+    row: dict[str, Any] = {}
+    for f in schema:
+        value = meta.get(f.name)
+        if value is None:
+            row[f.name] = None
+        elif f.name in json_columns:
+            if not isinstance(value, dict):
+                raise _Bad(f"{f.name} must be an object, got {type(value).__name__}")
+            row[f.name] = json.dumps(value, sort_keys=True)
+        elif pa.types.is_timestamp(f.type):
+            try:
+                row[f.name] = datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise _Bad(f"{f.name} must be an ISO date and time, got {value!r:.60}") from None
+        elif _FITS[f.type](value):
+            row[f.name] = value
+        else:
+            raise _Bad(f"{f.name} must be {_TYPE_WORDS[f.type]}, got {value!r:.60}")
+    if row["status"] not in statuses:
+        raise _Bad(f"status must be one of {', '.join(statuses)}, got {row['status']!r:.60}")
     return row
 
 
-def _table_files(run_dir: Path, table: str) -> list[Path]:
-    folder = run_dir / table
-    # List the parts before looking for data.parquet: compaction renames
-    # data.parquet into place before deleting any part, so if data.parquet is
-    # still absent now, every part listed above still exists and none is missing.
-    parts = sorted(folder.glob("part-*.parquet"))
-    data = folder / "data.parquet"
-    return [data] if data.exists() else parts
+def _damaged_row(schema: pa.Schema, key: str, name: str, reason: str) -> dict[str, Any]:
+    return {**dict.fromkeys(schema.names), key: name, "status": DAMAGED, "error": reason}
 
 
-def _source_sql(table: str, files: Sequence[Path]) -> str:
-    """A FROM-clause source with the table's columns: its files, or no rows."""
-    if files:
-        return "read_parquet([" + ", ".join(sql_string(str(f)) for f in files) + "])"
+def _read_json(path: Path) -> Any:
+    """The parsed file; _Bad if it cannot be read or parsed, FileNotFoundError if absent."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Bad(f"cannot be read ({exc})") from None
+    if not text.strip():
+        raise _Bad("is empty")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _Bad(f"is not valid JSON ({exc})") from None
+
+
+def _live_status(status: str, meta: dict[str, Any]) -> str:
+    if status == "running" and not _proc.writer_alive(meta.get("pid"), meta.get("pid_start_time"), meta.get("host")):
+        return "interrupted"
+    return status
+
+
+def _scan_run(run_dir: Path, packs: Callable[[str], _Pack]) -> _Run | None:
+    """The run in run_dir, or None while its writer has not yet written run.json."""
+    name = run_dir.name
+    try:
+        meta = _read_json(run_dir / "run.json")
+        row = _row(meta, RUNS, _RUN_JSON_COLUMNS, RUN_STATUSES)
+        recorded = meta.get("run_id", name)
+        if not isinstance(recorded, str) or not SAFE_ID.fullmatch(recorded):
+            raise _Bad(f"run_id must be a run id, got {recorded!r:.60}")
+        try:
+            done = manifest.committed(run_dir, meta)
+        except ManifestError as exc:
+            raise _Bad(str(exc)) from None
+    except FileNotFoundError:
+        return None
+    except _Bad as bad:
+        return _damaged_run(run_dir, f"run.json {bad}")
+    problem = _damage(done, recorded, packs)
+    if problem:
+        return _damaged_run(run_dir, problem)
+    status = _live_status(row["status"], meta)
+    row["run_id"], row["status"] = name, status  # the folder name is what every row of the run carries
+    info = RunInfo(name, status, meta.get("seed"), meta.get("started_at"), meta.get("finished_at"), meta, run_dir)
+    return _Run(info, row, recorded, done)
+
+
+def _damaged_run(run_dir: Path, reason: str) -> _Run:
+    name = run_dir.name
+    info = RunInfo(name, DAMAGED, None, None, None, {"run_id": name, "status": DAMAGED, "error": reason}, run_dir)
+    return _Run(info, _damaged_row(RUNS, "run_id", name, reason))
+
+
+def _damage(done: Committed, recorded: str, packs: Callable[[str], _Pack]) -> str | None:
+    """Why a run's committed files are unusable, or None."""
+    if done.pack is not None:
+        pack = packs(done.pack)
+        if pack.problem:
+            return f"pack {done.pack}: {pack.problem}"
+        if recorded not in pack.runs:
+            return f"pack {done.pack} does not hold run {recorded}"
+        return None
+    for table, files in done.tables.items():
+        problem = manifest.damage(table, files)
+        if problem:
+            return problem
+    return None
+
+
+def _scan_pack(folder: Path) -> _Pack:
+    """A pack's files (each checked against its recorded size) and the runs it holds."""
+    try:
+        meta = json.loads((folder / "pack.json").read_text())
+        tables = meta["tables"]
+        runs = frozenset(meta["runs"])
+        files = {}
+        for table, entry in tables.items():
+            if table not in TABLES or not isinstance(entry["file"], str) or "/" in entry["file"]:
+                return _Pack(problem=f"pack.json names a bad file for {table!r}")
+            files[table] = folder / entry["file"]
+            problem = manifest.damage(table, TableFiles((files[table],), entry["bytes"], entry["rows"]))
+            if problem:
+                return _Pack(problem=problem)
+    except FileNotFoundError:
+        return _Pack(problem="pack.json is missing")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return _Pack(problem=f"pack.json is unreadable ({type(exc).__name__})")
+    return _Pack(files, runs)
+
+
+def _scan_sweep(sweep_dir: Path) -> tuple[SweepInfo, dict[str, Any]] | None:
+    name = sweep_dir.name
+    try:
+        meta = _read_json(sweep_dir / "sweep.json")
+        row = _row(meta, SWEEPS, _SWEEP_JSON_COLUMNS, SWEEP_STATUSES)
+    except FileNotFoundError:
+        return None
+    except _Bad as bad:
+        reason = f"sweep.json {bad}"
+        info = SweepInfo(name, DAMAGED, None, None, {"sweep_id": name, "status": DAMAGED, "error": reason}, sweep_dir)
+        return info, _damaged_row(SWEEPS, "sweep_id", name, reason)
+    status = _live_status(row["status"], meta)
+    row["sweep_id"], row["status"] = name, status
+    return SweepInfo(name, status, meta.get("started_at"), meta.get("finished_at"), meta, sweep_dir), row
+
+
+def _read_parquet(files: Sequence[Path]) -> str:
+    return "read_parquet([" + ", ".join(sql_string(str(f)) for f in files) + "])"
+
+
+def _in_list(ids: Sequence[str]) -> str:
+    return "(" + ", ".join(sql_string(i) for i in sorted(ids)) + ")"
+
+
+def _source_sql(table: str, runs: Sequence[_Run], packs: dict[str, _Pack], restricted: bool) -> str:
+    """A FROM-clause source with the table's columns: the committed rows of runs, or no rows.
+
+    Rows carry the run id of the folder they were read from: a run folder copied
+    under another name reads as a run of that name (its files still say the
+    original id, so its rows are relabelled), never as a second copy of the
+    original. Only copies pay for the relabelling.
+    """
+    plain: list[Path] = []
+    selects: list[str] = []
+    packed: dict[str, list[_Run]] = {}
+    for run in runs:
+        done = run.committed
+        if done is None:
+            continue
+        if done.pack is not None:
+            packed.setdefault(done.pack, []).append(run)
+        elif table in done.tables:
+            files = done.tables[table].files
+            if run.recorded_id == run.info.run_id:
+                plain.extend(files)
+            else:
+                selects.append(f"SELECT * REPLACE ({sql_string(run.info.run_id)} AS run_id) FROM {_read_parquet(files)}")
+    if plain:
+        selects.insert(0, f"SELECT * FROM {_read_parquet(plain)}")
+    for pack_id, members in packed.items():
+        pack = packs[pack_id]
+        if table not in pack.files:
+            continue
+        source = _read_parquet([pack.files[table]])
+        originals = [r.info.run_id for r in members if r.recorded_id == r.info.run_id]
+        if originals:
+            # A pack is read once for all its runs; filtered only when some of its
+            # runs do not (or not yet) point at it, or the connection wants fewer.
+            whole = not restricted and set(originals) == pack.runs
+            selects.append(f"SELECT * FROM {source}" + ("" if whole else f" WHERE run_id IN {_in_list(originals)}"))
+        for copy in (r for r in members if r.recorded_id != r.info.run_id):
+            selects.append(
+                f"SELECT * REPLACE ({sql_string(copy.info.run_id)} AS run_id) FROM {source}"
+                f" WHERE run_id = {sql_string(copy.recorded_id or '')}"
+            )
+    if selects:
+        return "(" + " UNION ALL ".join(selects) + ")"
     columns = ", ".join(
         f'CAST(NULL AS {_DUCKDB_TYPES[field.type]}) AS "{field.name}"' for field in TABLES[table]
     )
     return f"(SELECT {columns} WHERE false)"
 
 
+def _table_from_rows(con: duckdb.DuckDBPyConnection, name: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    # A table, not a registered Arrow view: registrations are local to one
+    # connection, and the console queries through a cursor (a second one).
+    con.register("_rows_arrow", pa.Table.from_pylist(rows, schema=schema))
+    con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _rows_arrow')
+    con.unregister("_rows_arrow")
+
+
+def _newest_first(items: list[Any], key: Callable[[Any], tuple[str, str]]) -> list[Any]:
+    return sorted(items, key=key, reverse=True)
+
+
 class Store:
-    """The run store rooted at a folder; runs live in <root>/runs/<run_id>/."""
+    """The run store rooted at a folder; runs live in <root>/runs/<run_id>/, sweeps in <root>/sweeps/."""
 
     def __init__(self, root: Path) -> None:
         # Resolved, so the console's allowed_directories prefix matches the view paths.
@@ -142,14 +353,35 @@ class Store:
         """The store named by COMMONPOOL_STORE, else data/."""
         return cls(Path(os.environ.get("COMMONPOOL_STORE", "data")))
 
-    def _run_dirs(self) -> list[Path]:
-        runs = self.root / "runs"
-        return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    def _child_dirs(self, folder: str, names: Sequence[str] | None = None) -> list[Path]:
+        """Folders directly under root/folder (all, or those of the given names that exist)."""
+        parent = self.root / folder
+        if names is not None:
+            # Only plain names: an id like "../x" must not reach outside the folder.
+            plain = [n for n in dict.fromkeys(names) if n and "/" not in n and "\0" not in n and not n.startswith(".")]
+            return [parent / n for n in plain if (parent / n).is_dir()]
+        try:
+            entries = list(os.scandir(parent))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        # Hidden folders are never runs (ids cannot start with "."), e.g. a half-made copy.
+        return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+
+    def _scan(self, run_ids: Sequence[str] | None = None) -> tuple[list[_Run], dict[str, _Pack]]:
+        packs: dict[str, _Pack] = {}
+
+        def pack(pack_id: str) -> _Pack:
+            if pack_id not in packs:
+                packs[pack_id] = _scan_pack(self.root / "packs" / pack_id)
+            return packs[pack_id]
+
+        runs = [run for d in self._child_dirs("runs", run_ids) if (run := _scan_run(d, pack)) is not None]
+        return runs, packs
 
     def runs(self) -> list[RunInfo]:
-        """Every run, newest first."""
-        infos = [info for d in self._run_dirs() if (info := _load_run(d)) is not None]
-        return sorted(infos, key=lambda i: (i.started_at or "", i.run_id), reverse=True)
+        """Every run, newest first (damaged ones included, with the reason in meta["error"])."""
+        runs, _ = self._scan()
+        return _newest_first([r.info for r in runs], lambda i: (i.started_at or "", i.run_id))
 
     def has_run(self, run_id: str) -> bool:
         """Whether a run folder of that id exists (even one still being created, before its run.json)."""
@@ -157,23 +389,38 @@ class Store:
 
     def run(self, run_id: str) -> RunInfo:
         """One run; RunNotFoundError if the store has no run with that id."""
-        run_dir = self.root / "runs" / run_id
-        # The name must be a direct child of runs/ so an id like "../x" cannot escape.
-        info = _load_run(run_dir) if run_dir.parent == self.root / "runs" and run_dir.is_dir() else None
-        if info is None:
+        runs, _ = self._scan([run_id])
+        if not runs:
             raise RunNotFoundError(run_id)
-        return info
+        return runs[0].info
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A fresh in-memory connection with a view per public table over all runs."""
+    def sweeps(self) -> list[SweepInfo]:
+        """Every sweep, newest first."""
+        found = [s for d in self._child_dirs("sweeps") if (s := _scan_sweep(d)) is not None]
+        return _newest_first([info for info, _ in found], lambda i: (i.started_at or "", i.sweep_id))
+
+    def sweep(self, sweep_id: str) -> SweepInfo:
+        """One sweep; SweepNotFoundError if the store has no sweep with that id."""
+        found = [s for d in self._child_dirs("sweeps", [sweep_id]) if (s := _scan_sweep(d)) is not None]
+        if not found:
+            raise SweepNotFoundError(sweep_id)
+        return found[0][0]
+
+    def connect(self, run_ids: Sequence[str] | None = None) -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory connection with a view per public table, over all runs or only run_ids.
+
+        The views are a snapshot of what was committed when the connection was
+        made; reconnect to see newer flushes (and after trash.GRACE_SECONDS, in
+        case a file the snapshot names has been collected).
+        """
         con = duckdb.connect(":memory:")
-        run_dirs = self._run_dirs()
+        runs, packs = self._scan(run_ids)
+        restricted = run_ids is not None
         for table in TABLES:
-            files = [f for d in run_dirs for f in _table_files(d, table)]
-            source = _source_sql(table, files)
+            source = _source_sql(table, runs, packs, restricted)
             if table == "advice":
                 # The facilitator's valuations of the round, as one map per advice row.
-                valuations = _source_sql("valuations", [f for d in run_dirs for f in _table_files(d, "valuations")])
+                valuations = _source_sql("valuations", runs, packs, restricted)
                 con.execute(
                     f"""CREATE VIEW advice AS
                     SELECT a.*, v.valuations FROM {source} AS a
@@ -185,18 +432,31 @@ class Store:
             else:
                 con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM {source}')
         con.execute(_FINAL_HOLDINGS_SQL)
-        runs = pa.Table.from_pylist([_runs_row(i) for i in self.runs()], schema=RUNS)
-        # A table, not a registered Arrow view: registrations are local to one
-        # connection, and the console queries through a cursor (a second one).
-        con.register("_runs_arrow", runs)
-        con.execute("CREATE TABLE runs AS SELECT * FROM _runs_arrow")
-        con.unregister("_runs_arrow")
+        _table_from_rows(con, "runs", [r.row for r in runs], RUNS)
+        sweeps = [s for d in self._child_dirs("sweeps") if (s := _scan_sweep(d)) is not None]
+        _table_from_rows(con, "sweeps", [row for _, row in sweeps], SWEEPS)
         return con
 
-    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
-        """Run trusted SQL (metrics, export) over a fresh connection; not for user-typed SQL."""
-        con = self.connect()
-        try:
-            return con.sql(sql, params=params).to_arrow_table()
-        finally:
-            con.close()
+    def query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None, run_ids: Sequence[str] | None = None
+    ) -> pa.Table:
+        """Run trusted SQL (metrics, export) over a fresh connection; not for user-typed SQL.
+
+        A file can vanish between listing and reading only if its garbage outlived
+        the grace period under a very slow query; then the query runs once more
+        on a fresh snapshot.
+        """
+        for attempt in (1, 2):
+            con = self.connect(run_ids)
+            try:
+                return con.sql(sql, params=params).to_arrow_table()
+            except duckdb.IOException:
+                if attempt == 2:
+                    raise
+            finally:
+                con.close()
+        raise AssertionError("unreachable")
+
+    def collect_garbage(self) -> int:
+        """Delete files no manifest commits any more once their grace period is over; how many."""
+        return collect_garbage(self.root)

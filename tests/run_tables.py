@@ -1,0 +1,26 @@
+"""A run's stored tables as comparable rows: what "the same run" means in tests."""
+
+from __future__ import annotations
+
+from commonpool.store import Store
+from commonpool.store.schema import TABLES
+
+
+def run_tables(store: Store, run_id: str) -> dict[str, list[tuple]]:
+    """Every public table's rows of one run, without run_id, in a canonical order.
+
+    run_metrics' values are rounded to 12 significant digits: they are float
+    aggregates whose last bit depends on DuckDB's summation order.
+    """
+    con = store.connect()
+    try:
+        out = {}
+        for name in TABLES:
+            columns = [c for c in TABLES[name].names if c != "run_id"]
+            out[name] = con.execute(
+                f"SELECT {', '.join(columns)} FROM {name} WHERE run_id = ? ORDER BY ALL", parameters=[run_id]
+            ).fetchall()
+    finally:
+        con.close()
+    out["run_metrics"] = [(metric, float(f"{value:.12g}")) for metric, value in out["run_metrics"]]
+    return out
