@@ -21,6 +21,11 @@ Conventions shared by every query:
 - Windows split a run's exchanges (all outcomes) into ``windows`` equal
   slices by exchange_id, numbered 0..windows-1 (DuckDB's ntile, so slice
   sizes differ by at most one).
+- Float sums, means, SDs and correlations that run_metrics reads are ordered
+  aggregates (``sum(x ORDER BY key)`` on a key unique within the group):
+  DuckDB otherwise adds floats in whatever order rows reach the aggregate,
+  which differs between identical runs in the last bit; in a fixed order the
+  same tables give the same numbers to the last bit.
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ held AS (
     SELECT run_id, participant_id, 'final', resource, quantity FROM final_holdings WHERE {runs}
 ),
 holding_values AS (  -- each participant's holdings at those prices, at the start and at the end
-    SELECT p.run_id, p.participant_id, w."when", coalesce(sum(h.quantity * pr.price), 0) AS value
+    SELECT p.run_id, p.participant_id, w."when", coalesce(sum(h.quantity * pr.price ORDER BY h.resource), 0) AS value
     FROM participants AS p
     CROSS JOIN (VALUES ('initial'), ('final')) AS w("when")
     LEFT JOIN held AS h ON h.run_id = p.run_id AND h.participant_id = p.participant_id AND h."when" = w."when"
@@ -133,8 +138,8 @@ inequality AS (
     -- Nash welfare (Nash 1950; Kaneko & Nakamura 1979) as the geometric mean of
     -- utilities, 0 when anyone's is 0. Rawls (1971): the least utility.
     SELECT run_id, quantity, "when",
-           2 * sum(i * value) / nullif(max(n) * sum(value), 0) - (max(n) + 1) / max(n) AS gini,
-           CASE WHEN min(value) > 0 THEN exp(avg(ln(greatest(value, 1e-300)))) ELSE 0.0 END AS nash,
+           2 * sum(i * value ORDER BY i) / nullif(max(n) * sum(value ORDER BY i), 0) - (max(n) + 1) / max(n) AS gini,
+           CASE WHEN min(value) > 0 THEN exp(avg(ln(greatest(value, 1e-300)) ORDER BY i)) ELSE 0.0 END AS nash,
            min(value) AS minimum
     FROM ranked GROUP BY run_id, quantity, "when"
 )"""
@@ -253,12 +258,13 @@ decisions AS (  -- fallbacks among the decisions an LLM was asked for
 ),
 calls AS (
     SELECT run_id, count(*) AS llm_calls, sum(prompt_tokens) AS prompt_tokens,
-           sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd,
+           sum(completion_tokens) AS completion_tokens, sum(cost_usd ORDER BY call_id) AS cost_usd,
            avg(cached::INTEGER) AS cache_hit_rate
     FROM llm_calls WHERE {{runs}} GROUP BY run_id
 ),
 welfare AS (
-    SELECT run_id, sum(initial) AS welfare_initial, sum(final) AS welfare_final FROM utility GROUP BY run_id
+    SELECT run_id, sum(initial ORDER BY participant_id) AS welfare_initial, sum(final ORDER BY participant_id) AS welfare_final
+    FROM utility GROUP BY run_id
 ),
 fulfilment_when AS (SELECT run_id, "when", {NEED_FULFILMENT_SQL} AS share FROM need_rows GROUP BY run_id, "when"),
 fulfilment AS (
@@ -532,12 +538,13 @@ _PRICE_DISPERSION_SQL = (
     + _RATES
     + """,
 by_pair AS (
-    SELECT "window", pair, count(*) AS trades, avg(ln(rate)) AS mean_log_rate, stddev_samp(ln(rate)) AS sd_log_rate
+    SELECT "window", pair, count(*) AS trades, avg(ln(rate) ORDER BY exchange_id) AS mean_log_rate,
+           stddev_samp(ln(rate) ORDER BY exchange_id) AS sd_log_rate
     FROM rates GROUP BY "window", pair
 ),
 pooled AS (  -- within-pair spread pooled over pairs: sqrt(sum (n_p - 1) s_p^2 / sum (n_p - 1))
     SELECT "window", 'all' AS pair, sum(trades) AS trades, NULL::DOUBLE AS mean_log_rate,
-           sqrt(sum((trades - 1) * coalesce(sd_log_rate, 0) ^ 2) / nullif(sum(trades - 1), 0)) AS sd_log_rate
+           sqrt(sum((trades - 1) * coalesce(sd_log_rate, 0) ^ 2 ORDER BY pair) / nullif(sum(trades - 1), 0)) AS sd_log_rate
     FROM by_pair GROUP BY "window"
 )
 SELECT "window", pair, trades::BIGINT AS trades, mean_log_rate, sd_log_rate FROM pooled
@@ -633,7 +640,7 @@ _ANCHORING_SQL = (
     "WITH adherence AS ("
     + _ADHERENCE_SQL.replace("ORDER BY exchange_id", "")
     + """)
-SELECT corr(suggested_log_rate, agreed_log_rate) FROM adherence WHERE same_resources
+SELECT corr(suggested_log_rate, agreed_log_rate ORDER BY exchange_id) FROM adherence WHERE same_resources
 """
 )
 
@@ -756,13 +763,15 @@ _BY_PERSONALITY_SQL = (
     + _NEED_ROWS
     + f""",
 groups AS (
-    SELECT personality, count(*) AS participants, avg(final - initial) AS utility_gain FROM utility GROUP BY personality
+    SELECT personality, count(*) AS participants, avg(final - initial ORDER BY participant_id) AS utility_gain
+    FROM utility GROUP BY personality
 ),
 meetings AS (
     SELECT p.personality,
            count(*) FILTER (s.outcome = 'accepted') / count(*) AS acceptance_rate,
-           sum(s.gain) FILTER (s.outcome = 'accepted')
-               / nullif(sum(s.gain + s.partner_gain) FILTER (s.outcome = 'accepted'), 0) AS surplus_share
+           sum(s.gain ORDER BY s.exchange_id, s.role) FILTER (s.outcome = 'accepted')
+               / nullif(sum(s.gain + s.partner_gain ORDER BY s.exchange_id, s.role) FILTER (s.outcome = 'accepted'), 0)
+               AS surplus_share
     FROM sides AS s JOIN people AS p USING (run_id, participant_id)
     GROUP BY p.personality
 ),
