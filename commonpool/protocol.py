@@ -19,7 +19,7 @@ A swap is always stated from the exchange's point of view: the initiator gives
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -176,6 +176,10 @@ class ExchangeBatch:
     The current offer is the last proposal made (initiator gives res_a x qty_a,
     responder gives res_b x qty_b). proposals counts each side's own proposals
     so far, which is what a negotiator concedes by.
+
+    memo holds what a brain derived from the round's holdings (e.g. the rules
+    brain's gains over its grid of swaps): holdings only change when the round
+    settles, after the last turn, so it stays true for the batch's whole life.
     """
 
     round: int
@@ -190,6 +194,7 @@ class ExchangeBatch:
     cur_qb: np.ndarray
     proposals: np.ndarray  # int64 [row, 0 initiator / 1 responder]
     turn: int = 1
+    memo: dict[str, object] = field(default_factory=dict, repr=False)
 
     @staticmethod
     def open(round_: int, exchange_ids: np.ndarray, initiator: np.ndarray, responder: np.ndarray,

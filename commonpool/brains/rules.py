@@ -19,6 +19,9 @@ Baarslag et al. 2014); on the last turn any offer that passes is accepted.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +30,7 @@ from commonpool import economy
 from commonpool.protocol import (
     ACCEPT,
     COUNTER,
+    NO_RESOURCE,
     PROPOSE,
     REJECT,
     RULES,
@@ -56,9 +60,68 @@ def swap_gains(
     return g_i, g_j, feasible
 
 
-def _grid(q: int) -> tuple[np.ndarray, np.ndarray]:
+@functools.cache
+def _grid(q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (x, y) in 1..q x 1..q as [1, q * q] rows, and ln(x / y) of each; read-only, made once per q."""
     x, y = np.meshgrid(np.arange(1, q + 1), np.arange(1, q + 1), indexing="ij")
-    return x.ravel()[None, :], y.ravel()[None, :]
+    x, y = x.ravel()[None, :], y.ravel()[None, :]
+    log_rate = np.log(x / y)
+    for array in (x, y, log_rate):
+        array.flags.writeable = False
+    return x, y, log_rate
+
+
+@dataclass
+class _GridGains:
+    """swap_gains over the grid for each row of a round, on the resources (res_a, res_b) it was asked for.
+
+    A row's initiator, responder and holdings do not change within a round, and
+    every decision of a row is about the same two resources, so the grid is
+    scored once per row and round instead of once per turn and speaker.
+    """
+
+    res_a: np.ndarray  # per batch row; NO_RESOURCE until computed
+    res_b: np.ndarray
+    g_i: np.ndarray  # [batch row, grid point]
+    g_j: np.ndarray
+    feasible: np.ndarray
+
+
+def grid_gains(
+    world: World, batch: ExchangeBatch, rows: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """swap_gains of every grid swap for rows on resources (a, b), computed once per row and round (batch.memo)."""
+    x, y, _ = _grid(grid_size(world))
+    memo = batch.memo.get("grid")
+    if not isinstance(memo, _GridGains):
+        size, points = len(batch.initiator), x.shape[1]
+        memo = _GridGains(
+            np.full(size, NO_RESOURCE), np.full(size, NO_RESOURCE),
+            np.empty((size, points)), np.empty((size, points)), np.empty((size, points), dtype=bool),
+        )
+        batch.memo["grid"] = memo
+    miss = (memo.res_a[rows] != a) | (memo.res_b[rows] != b)
+    if miss.any():
+        new = rows[miss]
+        memo.g_i[new], memo.g_j[new], memo.feasible[new] = swap_gains(
+            world, batch.initiator[new], batch.responder[new], a[miss], b[miss], x, y
+        )
+        memo.res_a[new], memo.res_b[new] = a[miss], b[miss]
+    return memo.g_i[rows], memo.g_j[rows], memo.feasible[rows]
+
+
+def offer_gains(
+    world: World, batch: ExchangeBatch, rows: np.ndarray,
+    a: np.ndarray, qa: np.ndarray, b: np.ndarray, qb: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """swap_gains of each row's offer: read off the row's grid when the offer is on it (a rules offer always is)."""
+    q = grid_size(world)
+    if ((qa >= 1) & (qa <= q) & (qb >= 1) & (qb <= q)).all():
+        g_i, g_j, feasible = grid_gains(world, batch, rows, a, b)
+        k = np.arange(len(rows))
+        point = (qa - 1) * q + (qb - 1)  # _grid's order: x major, y minor
+        return g_i[k, point], g_j[k, point], feasible[k, point]
+    return swap_gains(world, batch.initiator[rows], batch.responder[rows], a, b, qa, qb)
 
 
 def choose_swap(
@@ -76,8 +139,8 @@ def choose_swap(
     i, j = batch.initiator[rows], batch.responder[rows]
     speaker, partner = (i, j) if initiator_speaks else (j, i)
     traits = world.population.traits
-    x, y = _grid(grid_size(world))
-    g_i, g_j, feasible = swap_gains(world, i, j, a, b, x, y)
+    x, y, log_rate = _grid(grid_size(world))
+    g_i, g_j, feasible = grid_gains(world, batch, rows, a, b)
     g_s, g_p = (g_i, g_j) if initiator_speaks else (g_j, g_i)
 
     side = 0 if initiator_speaks else 1
@@ -102,7 +165,7 @@ def choose_swap(
     if batch.advice is not None:
         suggested = np.log(batch.advice.qty_a[rows] / batch.advice.qty_b[rows])[:, None]
         anchored = (batch.advice.res_a[rows] == a) & (batch.advice.res_b[rows] == b)
-        distance = np.abs(np.log(x / y) - suggested) * anchored[:, None]
+        distance = np.abs(log_rate - suggested) * anchored[:, None]
         score = score + ANCHOR_WEIGHT * traits["anchoring"][speaker][:, None] * distance
     score = np.where(ok, score, np.inf)
     best = np.argmin(score, axis=1)
@@ -115,9 +178,9 @@ def best_for_self(
     world: World, batch: ExchangeBatch, rows: np.ndarray, a: np.ndarray, b: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The initiator's most self-serving feasible swap that still passes its own min_gain."""
-    i, j = batch.initiator[rows], batch.responder[rows]
-    x, y = _grid(grid_size(world))
-    g_i, _, feasible = swap_gains(world, i, j, a, b, x, y)
+    i = batch.initiator[rows]
+    x, y, _ = _grid(grid_size(world))
+    g_i, _, feasible = grid_gains(world, batch, rows, a, b)
     traits = world.population.traits
     limit = traits["max_units"][i][:, None]
     ok = feasible & (x <= limit) & (y <= limit) & (g_i >= traits["min_gain"][i][:, None])
@@ -168,7 +231,7 @@ class RulesBrain:
         speaker = batch.speakers(rows)
         traits = world.population.traits
         a, qa, b, qb = batch.cur_a[rows], batch.cur_qa[rows], batch.cur_b[rows], batch.cur_qb[rows]
-        g_i, g_j, feasible = swap_gains(world, batch.initiator[rows], batch.responder[rows], a, b, qa, qb)
+        g_i, g_j, feasible = offer_gains(world, batch, rows, a, qa, b, qb)
         g_s, g_p = (g_i, g_j) if initiator_speaks else (g_j, g_i)
         offer_value = g_s + traits["altruism"][speaker] * g_p
         passes = feasible & (g_s >= traits["min_gain"][speaker]) & (offer_value >= 0)
@@ -214,12 +277,12 @@ class RulesFacilitator:
         towards_i[k, a] = -np.inf
         b = np.argmax(towards_i, axis=1)
 
-        x, y = _grid(grid_size(world))
-        g_i, g_j, feasible = swap_gains(world, i, j, a, b, x, y)
+        x, y, log_rate = _grid(grid_size(world))
+        g_i, g_j, feasible = grid_gains(world, batch, rows, a, b)
         valuations = world.valuations if world.valuations is not None else np.ones(h.shape[1])
         fair = np.log(valuations[b] / valuations[a])[:, None]
         both = feasible & (g_i > 0) & (g_j > 0)
-        score = np.where(both, np.abs(np.log(x / y) - fair) - 1e-6 * g_i * g_j, np.inf)
+        score = np.where(both, np.abs(log_rate - fair) - 1e-6 * g_i * g_j, np.inf)
         # When nothing helps both, suggest the least bad swap rather than none.
         fallback = np.where(feasible, -np.minimum(g_i, g_j), np.inf)
         score = np.where(both.any(axis=1)[:, None], score, 1e6 + fallback)
