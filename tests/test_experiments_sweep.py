@@ -327,3 +327,26 @@ def test_a_sobol_sweep_reports_first_order_and_total_indices(tmp_path: Path) -> 
     assert list(indices["factor"]) == ["max_turns", "need_weight"]
     assert {"S1", "S1_conf", "ST", "ST_conf"} <= set(indices.columns)
     assert indices["ST"].notna().all()
+
+
+def test_llm_runs_of_a_sweep_share_one_cache_one_budget_and_the_concurrency(fake_llm, tmp_path: Path) -> None:
+    base = {**SMALL, "num_participants": 6, "min_exchanges": 6, "max_exchanges": 6, "model": "openai/fake",
+            "api_base": fake_llm.base_url, "llm_max_retries": 1, "llm_timeout_s": 5, "concurrency": 4,
+            "cost_per_1k_prompt_tokens": 0.001, "cost_per_1k_completion_tokens": 0.002}
+    store = Store(tmp_path / "store")
+    first = run_sweep(parse_spec(small_spec(base=base)), store, workers=2, sweep_id="a")
+    assert first.status == "completed" and first.done == 4
+    runs = [r for r in store.runs() if r.meta["sweep_id"] == "a"]
+    assert {r.meta["config"]["concurrency"] for r in runs} == {2}  # 2 workers x 2 in flight = the sweep's 4
+    calls, cost = fake_llm.count, sum(r.meta["cost_usd"] for r in runs)
+    assert calls > 0 and cost > 0
+
+    again = run_sweep(parse_spec(small_spec(base=base)), store, workers=2, sweep_id="b")
+    assert again.status == "completed" and fake_llm.count == calls  # every answer from the shared cache
+
+    poor = Store(tmp_path / "poor")  # its own cache, so calls cost again
+    budget = cost / 3
+    limited = run_sweep(parse_spec(small_spec(base={**base, "budget_usd": budget})), poor, workers=2, sweep_id="c")
+    spent = sum(float(r.meta.get("cost_usd") or 0) for r in poor.runs())
+    assert limited.status == "failed" and limited.done < 4
+    assert 0 < spent <= budget + 1e-12

@@ -31,10 +31,18 @@ def _import_ray() -> Any:
     return ray
 
 
-def run_in_scratch(task_json: dict[str, Any]) -> TaskResult:
-    """Run one task into a fresh scratch store and return its run folder as a bundle."""
+def run_in_scratch(task_json: dict[str, Any], shared_cache: str | None = None) -> TaskResult:
+    """Run one task into a fresh scratch store and return its run folder as a bundle.
+
+    Where the driver's LLM response cache is reachable from this node (the same
+    machine, or a shared file system), the scratch store uses it, so the sweep's
+    runs share one cache as they do under the local executor.
+    """
     task = RunTask(**task_json)
     scratch = Path(tempfile.mkdtemp(prefix="commonpool-ray-"))
+    if shared_cache is not None and Path(shared_cache).parent.is_dir():
+        Path(shared_cache).mkdir(exist_ok=True)
+        (scratch / "cache").symlink_to(shared_cache, target_is_directory=True)
     try:
         try:
             result = run_task(task, scratch)
@@ -87,7 +95,7 @@ class RayExecutor:
         self._remote = ray.remote(num_cpus=1, max_retries=0)(run_in_scratch)
 
     def submit(self, task: RunTask) -> None:
-        ref = self._remote.remote(task.to_json())
+        ref = self._remote.remote(task.to_json(), str(self.store_root / "cache"))
         self._pending[ref] = task.run_id
 
     def next_result(self, timeout: float) -> TaskResult | None:

@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -190,8 +190,38 @@ def _driver(executor: Executor) -> dict[str, Any]:
             "pid": pid, "pid_start_time": _proc.process_start_time(pid), "host": _proc.hostname()}
 
 
-def _completed_runs(store: Store, sweep_id: str) -> set[str]:
-    return {r.run_id for r in store.runs() if r.status == "completed" and r.meta.get("sweep_id") == sweep_id}
+def _completed_runs(store: Store, sweep_id: str) -> dict[str, float]:
+    """The sweep's completed runs and what each spent on LLM calls."""
+    return {r.run_id: float(r.meta.get("cost_usd") or 0.0) for r in store.runs()
+            if r.status == "completed" and r.meta.get("sweep_id") == sweep_id}
+
+
+@dataclass
+class LLMShare:
+    """One budget and one limit on requests in flight for the whole sweep, shared out to its LLM runs.
+
+    The spec's base concurrency and budget_usd are the sweep's totals. Each LLM run
+    gets concurrency // workers requests in flight (so all workers together stay
+    within the total) and, when it is submitted, an equal share of what is left
+    of the budget for every place in flight (so runs in flight together cannot
+    overspend it). No run is started once the budget is spent.
+    """
+
+    concurrency: int
+    budget_usd: float | None
+    spent: float = 0.0
+
+    def terms(self, task: RunTask, workers: int, places: int) -> RunTask | None:
+        """The task with its share of the sweep's limits, or None when the budget is spent."""
+        if not SimulationConfig.model_validate(task.config).uses_llm():
+            return task
+        config = {**task.config, "concurrency": max(1, self.concurrency // max(workers, 1))}
+        if self.budget_usd is not None:
+            left = self.budget_usd - self.spent
+            if left <= 1e-9:
+                return None
+            config["budget_usd"] = left / places
+        return replace(task, config=config)
 
 
 def publish(store: Store, result: TaskResult) -> None:
@@ -232,6 +262,8 @@ def _execute(
     started = time.monotonic()
     done_before = _completed_runs(store, sweep_id)
     todo = [t for t in tasks if t.run_id not in done_before]
+    base = parse_spec(record.info["spec"]).base
+    share = LLMShare(int(base.get("concurrency", 8)), base.get("budget_usd"), sum(done_before.values()))
     by_id = {t.run_id: t for t in todo}
     attempts: dict[str, int] = {}
     failures: dict[str, str] = {}
@@ -258,14 +290,23 @@ def _execute(
                 status = "cancelled"
                 break
             while queue and in_flight < executor.capacity:
-                task = queue.pop()
+                task = share.terms(queue[-1], executor.workers, executor.capacity)
+                if task is None:
+                    break
+                queue.pop()
                 attempts[task.run_id] = attempts.get(task.run_id, 0) + 1
                 executor.submit(task)
                 in_flight += 1
+            if queue and not in_flight:  # nothing running and nothing may start: the budget is spent
+                for task in queue:
+                    failures[task.run_id] = "not run: the sweep's LLM budget is spent"
+                queue.clear()
+                break
             result = executor.next_result(timeout=0.25)
             if result is None:
                 continue
             in_flight -= 1
+            share.spent += result.cost_usd
             if result.bundle is not None:
                 publish(store, result)
             if result.status == "completed":
