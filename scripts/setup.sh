@@ -9,7 +9,7 @@ python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi
-stamp=.venv/.installed-$(cat requirements.txt "$reqs" pyproject.toml | sha256sum | cut -c1-16)-$(basename "$reqs")
+stamp=.venv/.installed-$(cat requirements*.txt pyproject.toml | sha256sum | cut -c1-16)-$(basename "$reqs")
 if [[ ! -f "$stamp" ]]; then
   echo "installing $reqs into .venv (first time only)..." >&2
   log=.venv/install.log
