@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from commonpool import economy
 from commonpool.brains.rules import RulesBrain, RulesFacilitator
@@ -225,7 +226,7 @@ def run_simulation(
                 session.close()
         recorder.flush(done, accepted)
         if status == "completed":
-            record_run_metrics(store, writer)
+            record_run_metrics(store, writer, recorder.run_tables(ledger.holdings))
         writer.close(status, error)
     seconds = time.perf_counter() - started
     return RunResult(run_id, status, done, accepted, seconds, store.root / "runs" / run_id, error, recorder.llm_totals())
@@ -381,13 +382,17 @@ def settle_round(
     return deal, settlement
 
 
-def record_run_metrics(store: Store, writer: RunWriter) -> None:
-    """Append the run's outcome metrics, read back from its flushed tables with the one definition in metrics.py."""
-    from commonpool.metrics import run_metrics  # pandas and the metric SQL: not needed until a run ends
+def record_run_metrics(store: Store, writer: RunWriter, tables: dict[str, pa.Table] | None = None) -> None:
+    """Append the run's outcome metrics, computed with the one definition in metrics.py.
 
-    con = store.connect()
-    # One thread: parallel aggregation sums floats in a varying order, and the same
-    # seed must give the same tables to the last bit (run_metrics included).
+    From tables, the run as the recorder still holds it (Recorder.run_tables), when
+    it does; otherwise read back from the run's flushed files. Either way the
+    numbers are the same to the last bit (metrics' float aggregates are ordered).
+    """
+    from commonpool.metrics import memory_connection, run_metrics  # pandas and the metric SQL: not needed until a run ends
+
+    con = memory_connection(writer.run_id, tables) if tables is not None else store.connect([writer.run_id])
+    # One thread: a small run's queries gain nothing from more, and a sweep runs many at once.
     con.execute("SET threads = 1")
     try:
         values = run_metrics(con, writer.run_id)

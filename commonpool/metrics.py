@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from commonpool.economy import NEED_FULFILMENT_SQL
 from commonpool.store.errors import RunNotFoundError
@@ -194,6 +195,22 @@ nodes AS (
     LEFT JOIN triangles AS t ON t.run_id = p.run_id AND t.u = p.participant_id
     WHERE p.{runs}
 )"""
+
+
+def memory_connection(run_id: str, tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
+    """A connection where one run's tables, held in memory, read as the store's views do.
+
+    tables are named as the public tables (final_holdings included) and lack
+    run_id, which every view adds. The engine computes a finished run's metrics
+    here from what it just recorded, with the same queries as over the store,
+    instead of reading its files back (which costs more than the queries).
+    """
+    con = duckdb.connect(":memory:")
+    for name, table in tables.items():
+        con.register(f"_{name}", table)
+        con.execute(f'CREATE VIEW "{name}" AS SELECT {sql_string(run_id)} AS run_id, * FROM "_{name}"')
+    con.execute(f"CREATE VIEW runs AS SELECT {sql_string(run_id)} AS run_id")
+    return con
 
 
 def _runs(run_ids: Sequence[str], column: str = "run_id") -> str:

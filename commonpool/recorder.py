@@ -3,6 +3,10 @@
 Rounds hand over numpy arrays; nothing here loops over rows in Python. Arrays
 are concatenated and converted to Arrow once per flush, which is what lets a
 rules run record ~100k exchanges a second.
+
+A run recorded in one flush (a rules run of up to flush_every exchanges: every
+run of a typical sweep) also keeps the Arrow tables it wrote, so its outcome
+metrics are computed from memory (run_tables) instead of reading the files back.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from commonpool.brains.rules import advice_notes, offer_messages
 from commonpool.population import Population
 from commonpool.protocol import NO_RESOURCE, AdviceBatch, Decisions, ExchangeBatch, World, speaker_is_initiator
 from commonpool.store import RunWriter
-from commonpool.store.schema import ACTIONS, OUTCOMES, SOURCES
+from commonpool.store.schema import ACTIONS, OUTCOMES, SOURCES, TABLES
 
 
 def coded(codes: np.ndarray, names: pa.Array) -> pa.DictionaryArray:
@@ -46,17 +50,47 @@ class Recorder:
         self.pending = 0
         self.llm_rows: list[dict[str, object]] = []
         self.totals: dict[str, float] = {"llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+        # Every table this recorder wrote, while that is the whole run (see run_tables); None once it is not.
+        self.kept: dict[str, list[pa.Table]] | None = defaultdict(list)
+
+    def _append(self, table: str, columns: dict[str, object]) -> None:
+        """Hand the writer a table's rows as Arrow of the table's schema, and keep them while the run is whole."""
+        rows = _arrow(table, columns)
+        self.writer.append(table, {name: rows.column(name) for name in rows.column_names})
+        if self.kept is not None:
+            self.kept[table].append(rows)
+
+    def run_tables(self, final_holdings: np.ndarray) -> dict[str, pa.Table] | None:
+        """The whole run as Arrow tables named as in the store (without run_id), or None.
+
+        None unless this recorder wrote the population and flushed the rounds only
+        once, at the end: only then does it hold every row. final_holdings is the
+        ledger's (initial holdings plus every transfer, which the tests check).
+        """
+        if self.kept is None or "participants" not in self.kept:
+            return None
+        tables = {name: pa.concat_tables(self.kept.get(name) or [_empty(name)]) for name in TABLES if name != "run_metrics"}
+        pop = self.population
+        tables["final_holdings"] = _arrow(
+            "initial_holdings",
+            {
+                "participant_id": np.repeat(np.arange(pop.size, dtype=np.int32), len(pop.resources)),
+                "resource": coded(np.tile(np.arange(len(pop.resources)), pop.size), self.resources),
+                "quantity": final_holdings.ravel(),
+            },
+        )
+        return tables
 
     # --- static tables -----------------------------------------------------------------------
 
     def write_population(self, initial_utility: np.ndarray) -> None:
         pop, n, r = self.population, self.population.size, len(self.population.resources)
-        self.writer.append(
+        self._append(
             "resources",
             {"resource_id": np.arange(r, dtype=np.int16), "name": pop.resources, "kind": pop.kinds},
         )
         traits = [json.dumps({t: float(pop.traits[t][i]) for t in pop.traits}) for i in range(n)]
-        self.writer.append(
+        self._append(
             "participants",
             {
                 "participant_id": np.arange(n, dtype=np.int32),
@@ -70,8 +104,8 @@ class Recorder:
         )
         ids = np.repeat(np.arange(n, dtype=np.int32), r)
         res = coded(np.tile(np.arange(r), n), self.resources)
-        self.writer.append("initial_holdings", {"participant_id": ids, "resource": res, "quantity": pop.holdings.ravel()})
-        self.writer.append(
+        self._append("initial_holdings", {"participant_id": ids, "resource": res, "quantity": pop.holdings.ravel()})
+        self._append(
             "needs", {"participant_id": ids, "resource": res, "need": pop.needs.ravel(), "want": pop.wants.ravel()}
         )
         self.writer.flush()
@@ -193,6 +227,8 @@ class Recorder:
 
     def end_round(self, done: int, accepted: int) -> None:
         if self.pending >= self.flush_every:
+            # Recorded in several flushes: its rows live in the store, not all here.
+            self.kept = None
             self.flush(done, accepted)
 
     # --- flush -------------------------------------------------------------------------------
@@ -202,19 +238,19 @@ class Recorder:
         self.parts.clear()
         self.pending = 0
         if "offers" in merged:
-            self.writer.append("offers", self._offers(merged["offers"]))
+            self._append("offers", self._offers(merged["offers"]))
         if "advice" in merged:
-            self.writer.append("advice", self._advice(merged["advice"]))
+            self._append("advice", self._advice(merged["advice"]))
             v = merged["valuations"]
-            self.writer.append(
+            self._append(
                 "valuations",
                 {"round": v["round"], "resource": coded(v["resource"], self.resources), "valuation": v["valuation"]},
             )
         if "exchanges" in merged:
-            self.writer.append("exchanges", self._exchanges(merged["exchanges"]))
+            self._append("exchanges", self._exchanges(merged["exchanges"]))
         if "transfers" in merged:
             t = merged["transfers"]
-            self.writer.append(
+            self._append(
                 "transfers",
                 {
                     "exchange_id": t["exchange_id"],
@@ -226,7 +262,7 @@ class Recorder:
             )
         if self.llm_rows:
             columns = {key: [row.get(key) for row in self.llm_rows] for key in self.llm_rows[0]}
-            self.writer.append("llm_calls", columns)
+            self._append("llm_calls", columns)
             self.llm_rows = []
         self.writer.flush()
         self.writer.update(exchanges_recorded=done, accepted=accepted, **self.totals)
@@ -291,6 +327,20 @@ class Recorder:
             "responder_utility_after": c["responder_utility_after"],
             "reason": pa.array(c["reason"], pa.string()),
         }
+
+
+def _arrow(table: str, columns: dict[str, object]) -> pa.Table:
+    """columns as an Arrow table of table's schema (run_id left to the writer)."""
+    fields = [f for f in TABLES[table] if f.name != "run_id"]
+    arrays = [
+        values.cast(f.type) if isinstance(values, pa.Array) else pa.array(values, f.type)
+        for f, values in ((f, columns[f.name]) for f in fields)
+    ]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _empty(table: str) -> pa.Table:
+    return pa.schema([f for f in TABLES[table] if f.name != "run_id"]).empty_table()
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
