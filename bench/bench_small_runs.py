@@ -13,7 +13,9 @@ Phases are exclusive wall time, measured by wrapping the engine's calls:
 setup = config, population, run folder and meta; rounds = pairing, advice,
 negotiation and settlement; recording = turning rounds into rows, writing and
 compacting the Parquet files; run_metrics = engine.record_run_metrics.
-Not a test: figures vary with the machine.
+--clock cpu measures this process's CPU time instead of wall time: steadier on
+a shared machine, blind to waiting on the disk. Not a test: figures vary with
+the machine.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ PHASES = ("setup", "rounds", "recording", "run_metrics")
 class PhaseClock:
     """Exclusive wall time per phase: a wrapped call's time goes to its phase, minus the calls nested in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.seconds: dict[str, float] = defaultdict(float)
         self._stack: list[str] = []
         self._mark = 0.0
@@ -55,12 +58,12 @@ class PhaseClock:
     def wrap(self, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            self._switch(time.perf_counter())
+            self._switch(self.clock())
             self._stack.append(phase)
             try:
                 return fn(*args, **kwargs)
             finally:
-                self._switch(time.perf_counter())
+                self._switch(self.clock())
                 self._stack.pop()
 
         return timed
@@ -80,9 +83,9 @@ WRAPPED = {
 
 
 @contextmanager
-def clocked() -> Iterator[PhaseClock]:
+def clocked(clock_fn: Callable[[], float]) -> Iterator[PhaseClock]:
     """Wrap the engine's calls with a fresh PhaseClock; undone on exit."""
-    clock = PhaseClock()
+    clock = PhaseClock(clock_fn)
     saved = []
     for phase, targets in WRAPPED.items():
         for owner, name in targets:
@@ -96,12 +99,14 @@ def clocked() -> Iterator[PhaseClock]:
             setattr(owner, name, original)
 
 
-def timed_run(config: SimulationConfig, store: Store) -> tuple[int, float, dict[str, float]]:
-    """One run: its exchanges, wall seconds and seconds per phase."""
-    with clocked() as clock:
-        started = time.perf_counter()
+def timed_run(
+    config: SimulationConfig, store: Store, clock_fn: Callable[[], float]
+) -> tuple[int, float, dict[str, float]]:
+    """One run: its exchanges, seconds and seconds per phase."""
+    with clocked(clock_fn) as clock:
+        started = clock_fn()
         result = engine.run_simulation(config, store)
-        wall = time.perf_counter() - started
+        wall = clock_fn() - started
     assert result.status == "completed", result.error
     return result.exchanges, wall, dict(clock.seconds)
 
@@ -127,23 +132,27 @@ def main() -> None:
     parser.add_argument("--exchanges", type=int, default=2000)
     parser.add_argument("--big-participants", type=int, default=1000)
     parser.add_argument("--big-exchanges", type=int, default=200_000)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args()
+    clock_fn = time.perf_counter if args.clock == "wall" else time.process_time
 
     with tempfile.TemporaryDirectory() as root:
         store = Store(Path(root))
-        timed_run(small_config(10_000, args.exchanges, args.participants), store)  # imports, first-call caches
-        runs = [timed_run(small_config(seed, args.exchanges, args.participants), store) for seed in range(args.runs)]
+        timed_run(small_config(10_000, args.exchanges, args.participants), store, clock_fn)  # imports, first-call caches
+        runs = [
+            timed_run(small_config(seed, args.exchanges, args.participants), store, clock_fn) for seed in range(args.runs)
+        ]
         big_config = SimulationConfig(
             seed=7, simulation_id="big", num_participants=args.big_participants,
             min_exchanges=args.big_exchanges, max_exchanges=args.big_exchanges, facilitator=True,
         )
-        big_exchanges, big_wall, big_phases = timed_run(big_config, store)
+        big_exchanges, big_wall, big_phases = timed_run(big_config, store, clock_fn)
 
     exchanges = runs[0][0]
     wall = statistics.median(r[1] for r in runs)
     phases = {p: statistics.median(r[2].get(p, 0.0) for r in runs) for p in PHASES}
     print(f"small: {args.participants} participants x {args.exchanges} exchanges, facilitator on, rules brain; "
-          f"median of {args.runs} runs into one store (phases: median of each)")
+          f"median of {args.runs} runs into one store (phases: median of each); {args.clock} time")
     report("small", exchanges, wall, phases)
     report("big  ", big_exchanges, big_wall, big_phases)
     small_rate, big_rate = exchanges / wall, big_exchanges / big_wall
