@@ -13,8 +13,9 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import metrics
+from commonpool.experiments.background import SweepRunner
 from commonpool.runner import Runner
-from commonpool.store import RunInfo, Store
+from commonpool.store import RunInfo, Store, SweepInfo
 
 RULES = "rules"
 
@@ -34,6 +35,12 @@ def runner() -> Runner:
     return Runner()
 
 
+@st.cache_resource
+def sweep_runner() -> SweepRunner:
+    """The sweeps this server process started, kept like runner()'s runs."""
+    return SweepRunner()
+
+
 def store() -> Store:
     """The store named by COMMONPOOL_STORE (else data/), read afresh so new runs show up."""
     return Store.default()
@@ -44,6 +51,12 @@ def run_label(info: RunInfo) -> str:
     done, target = meta.get("exchanges_recorded", 0), meta.get("exchanges_target", "?")
     facilitator = meta.get("facilitator", "?")
     return f"{info.run_id} · {info.status} · {done}/{target} exchanges · facilitator {facilitator}"
+
+
+def sweep_label(info: SweepInfo) -> str:
+    meta = info.meta
+    return (f"{info.sweep_id} · {info.status} · {meta.get('sampler', '?')} · "
+            f"{meta.get('runs_done', 0)}/{meta.get('runs_planned', '?')} runs")
 
 
 def pick_run(runs: list[RunInfo], label: str = "Run", key: str = "run") -> RunInfo | None:
