@@ -1,4 +1,5 @@
-"""Altair chart builders, each fed by the DataFrame of one commonpool.metrics function.
+"""Altair chart builders, each fed by the DataFrame of one commonpool.metrics function
+(or, for sweeps, of commonpool.experiments.results).
 
 Builders only draw: the numbers come from metrics (DuckDB over the store), so
 a chart and a test read the same figures. Inputs are aggregates (windows,
@@ -320,3 +321,161 @@ def compare_by_personality_chart(by_personality: pd.DataFrame) -> alt.Chart:
         column=alt.Column("personality:N", title=None),
         tooltip=["run_id", "personality", "participants", alt.Tooltip("utility_gain:Q", format=".2f")],
     ).properties(width=140, height=220, title="Gains by personality")
+
+
+# --- sweeps (the Sweeps page and Compare's conditions) ---------------------------------------------
+# Inputs are the frames of commonpool.experiments.results: one row per point or
+# factor level and metric, never one per run, so they stay small.
+
+
+def _is_numeric_factor(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _as_labels(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Factor values as text (true/false, not True/False), for nominal axes."""
+    return frame.assign(**{c: frame[c].map(lambda v: str(v).lower() if isinstance(v, bool) else str(v))
+                           for c in columns})
+
+
+def metric_by_factor_chart(by_factor: pd.DataFrame, factor: str, metric: str, level: float = 0.95) -> alt.LayerChart:
+    """Mean of a metric at each value of a factor with its confidence interval; from results.by_factor.
+
+    A numeric factor draws the interval as a band around the line of means; a
+    categorical one (true/false, names) as error bars, since nothing lies between its values.
+    """
+    rows = by_factor[by_factor["metric"] == metric].dropna(subset=["mean"])
+    tooltip = [alt.Tooltip(f"{factor}:N" if not _is_numeric_factor(rows[factor]) else f"{factor}:Q"),
+               alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("ci_low:Q", format=".4g"),
+               alt.Tooltip("ci_high:Q", format=".4g"), "n:Q"]
+    title = f"{metric} by {factor}: mean and {level:.0%} CI"
+    y = alt.Y("mean:Q", title=metric, scale=alt.Scale(zero=False))
+    if _is_numeric_factor(rows[factor]):
+        base = alt.Chart(rows).encode(x=alt.X(f"{factor}:Q", title=factor, scale=alt.Scale(zero=False)))
+        band = base.mark_area(opacity=0.25, color="#1f77b4").encode(
+            y=alt.Y("ci_low:Q", title=metric), y2="ci_high:Q", tooltip=tooltip)
+        line = base.mark_line(point=True, color="#1f77b4").encode(y=y, tooltip=tooltip)
+        return alt.layer(band, line).properties(title=title, height=300)
+    rows = _as_labels(rows, [factor])
+    base = alt.Chart(rows).encode(x=alt.X(f"{factor}:N", title=factor, axis=alt.Axis(labelAngle=0)))
+    bars = base.mark_rule(color="#1f77b4", strokeWidth=2).encode(
+        y=alt.Y("ci_low:Q", title=metric, scale=alt.Scale(zero=False)), y2="ci_high:Q", tooltip=tooltip)
+    caps = [base.mark_tick(color="#1f77b4", thickness=2, size=18).encode(y=alt.Y(f"{end}:Q"), tooltip=tooltip)
+            for end in ("ci_low", "ci_high")]
+    means = base.mark_point(filled=True, size=90, color="#1f77b4").encode(y=y, tooltip=tooltip)
+    return alt.layer(bars, *caps, means).properties(title=title, height=300)
+
+
+def factor_heatmap_chart(summary: pd.DataFrame, x: str, y: str, metric: str) -> alt.LayerChart:
+    """Mean of a metric over two factors, pooling any others and the replications; from results.summary.
+
+    Each cell is the mean of the point means weighted by their runs, so it equals the
+    mean over every run in that cell.
+    """
+    rows = summary[(summary["metric"] == metric) & (summary["n"] > 0)]
+    cells = (rows.assign(total=rows["mean"] * rows["n"]).groupby([x, y], as_index=False)
+             .agg(total=("total", "sum"), n=("n", "sum")))
+    cells = _as_labels(cells.assign(mean=cells["total"] / cells["n"]).drop(columns="total"), [x, y])
+    sort_x = _sorted_labels(rows[x])
+    sort_y = _sorted_labels(rows[y])
+    base = alt.Chart(cells).encode(
+        x=alt.X(f"{x}:O", title=x, sort=sort_x, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y(f"{y}:O", title=y, sort=sort_y),
+    )
+    tooltip = [x, y, alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("n:Q", title="runs")]
+    rect = base.mark_rect().encode(color=alt.Color("mean:Q", title=metric, scale=alt.Scale(scheme="viridis")),
+                                   tooltip=tooltip)
+    labels = base.mark_text(fontSize=11, color="white").encode(text=alt.Text("mean:Q", format=".3g"), tooltip=tooltip)
+    # A continuous factor sampled at random has as many values as points: labels would overlap.
+    layers = [rect, labels] if len(sort_x) * len(sort_y) <= 100 else [rect]
+    return alt.layer(*layers).properties(title=f"Mean {metric} by {x} and {y}", height=max(160, 28 * len(sort_y)))
+
+
+def _sorted_labels(values: pd.Series) -> list[str]:
+    unique = values.drop_duplicates().tolist()
+    try:
+        unique = sorted(unique)
+    except TypeError:
+        pass
+    return [str(v).lower() if isinstance(v, bool) else str(v) for v in unique]
+
+
+def paired_differences_chart(paired: pd.DataFrame, factor: str, first: object, second: object,
+                             level: float = 0.95) -> alt.FacetChart:
+    """Mean paired difference (second minus first level of a factor) per metric with its CI;
+    from results.paired_comparisons. One row per metric, each on its own scale, with zero marked."""
+    rows = paired.dropna(subset=["mean_diff"])
+    tooltip = ["metric", alt.Tooltip("mean_diff:Q", format=".4g"), alt.Tooltip("ci_low:Q", format=".4g"),
+               alt.Tooltip("ci_high:Q", format=".4g"), "n:Q", alt.Tooltip("sign_p:Q", format=".3g"),
+               alt.Tooltip("wilcoxon_p:Q", format=".3g")]
+    base = alt.Chart().encode(tooltip=tooltip)
+    zero = alt.Chart().mark_rule(color="#999", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    bars = base.mark_rule(color="#d62728", strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=None, scale=alt.Scale(zero=True)), x2="ci_high:Q")
+    means = base.mark_point(filled=True, size=70, color="#d62728").encode(x=alt.X("mean_diff:Q", title=None))
+    return alt.layer(zero, bars, means, data=rows).properties(width=420, height=28).facet(
+        row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=240)),
+        spacing=4,
+    ).resolve_scale(x="independent").properties(
+        title=f"{factor}: {_level_name(second)} minus {_level_name(first)}, paired on seed ({level:.0%} CI)")
+
+
+def _level_name(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def sobol_indices_chart(indices: pd.DataFrame, metric: str) -> alt.LayerChart:
+    """First-order (S1) and total (ST) Sobol' indices per factor with 95% bootstrap error bars;
+    from results.sensitivity of a sobol sweep."""
+    long = pd.concat([
+        indices[["factor", "S1", "S1_conf"]].rename(columns={"S1": "value", "S1_conf": "conf"}).assign(index="S1 (first order)"),
+        indices[["factor", "ST", "ST_conf"]].rename(columns={"ST": "value", "ST_conf": "conf"}).assign(index="ST (total)"),
+    ], ignore_index=True)
+    long = long.assign(low=long["value"] - long["conf"], high=long["value"] + long["conf"])
+    index_color = alt.Color("index:N", title="index", scale=alt.Scale(range=["#1f77b4", "#ff7f0e"]))
+    base = alt.Chart(long).encode(
+        y=alt.Y("factor:N", title=None, axis=alt.Axis(labelLimit=240)),
+        yOffset=alt.YOffset("index:N"),
+        tooltip=["factor", "index", alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("conf:Q", format=".3f")],
+    )
+    bars = base.mark_bar().encode(x=alt.X("value:Q", title="share of the metric's variance"), color=index_color)
+    errors = base.mark_rule(color="black").encode(x="low:Q", x2="high:Q")
+    return alt.layer(bars, errors).properties(
+        title=f"Sobol' indices of {metric} (95% CI)", height=max(120, 44 * len(indices)))
+
+
+def morris_chart(indices: pd.DataFrame, metric: str) -> alt.LayerChart:
+    """Morris screening: mu* (mean absolute elementary effect) against sigma per factor; from results.sensitivity.
+
+    Far right: influential; high up: non-linear or interacting with other factors.
+    """
+    base = alt.Chart(indices).encode(
+        x=alt.X("mu_star:Q", title="mu* (importance)"),
+        y=alt.Y("sigma:Q", title="sigma (non-linearity, interactions)"),
+        tooltip=["factor", alt.Tooltip("mu:Q", format=".4g"), alt.Tooltip("mu_star:Q", format=".4g"),
+                 alt.Tooltip("mu_star_conf:Q", format=".4g"), alt.Tooltip("sigma:Q", format=".4g")],
+    )
+    points = base.mark_point(filled=True, size=80, color="#9467bd")
+    errors = base.mark_rule(color="#9467bd").encode(
+        x=alt.X("low:Q"), x2="high:Q").transform_calculate(
+        low="datum.mu_star - datum.mu_star_conf", high="datum.mu_star + datum.mu_star_conf")
+    labels = base.mark_text(align="left", dx=7, dy=-7).encode(text="factor:N")
+    return alt.layer(errors, points, labels).properties(title=f"Morris screening of {metric}", height=320)
+
+
+def conditions_chart(conditions: pd.DataFrame, metric: str, level: float = 0.95) -> alt.LayerChart:
+    """Mean of a metric per condition (point of a sweep) with its CI; results.summary rows with a `condition` label."""
+    rows = conditions[conditions["metric"] == metric]
+    order = rows["condition"].drop_duplicates().tolist()
+    tooltip = ["condition", alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("ci_low:Q", format=".4g"),
+               alt.Tooltip("ci_high:Q", format=".4g"), "n:Q"]
+    base = alt.Chart(rows).encode(
+        y=alt.Y("condition:N", title=None, sort=order, axis=alt.Axis(labelLimit=320)),
+        color=alt.Color("condition:N", title="condition", sort=order, legend=None),
+        tooltip=tooltip,
+    )
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=metric, scale=alt.Scale(zero=False)),
+                                                x2="ci_high:Q")
+    means = base.mark_point(filled=True, size=90).encode(x="mean:Q")
+    return alt.layer(bars, means).properties(
+        title=f"{metric}: mean and {level:.0%} CI per condition", height=max(120, 40 * len(order)))
