@@ -10,6 +10,7 @@ st.navigation(
         st.Page("pages/running.py", title="Running", icon=":material/timer:"),
         st.Page("pages/explore.py", title="Explore a run", icon=":material/search:"),
         st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
+        st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:"),
         st.Page("pages/sql.py", title="SQL", icon=":material/storage:"),
     ]
 ).run()
