@@ -1,17 +1,97 @@
-"""Compare runs: the same figures for two or more runs, side by side and overlaid."""
+"""Compare runs: the same figures for two or more runs, side by side and overlaid;
+or whole conditions (points) of a sweep, each the mean of its replications with a confidence interval."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from commonpool import charts, metrics
-from pages._shared import data_version, metric, run_label, show_table, store
+from commonpool.experiments import results
+from pages._shared import data_version, metric, plain, run_label, show_table, store, sweep_label
+
+MODES = ("Runs", "Conditions of a sweep")
+HEADLINE_METRICS = ("welfare_change", "acceptance_rate", "need_fulfilment_final", "gini_utility_final")
 
 st.title("Compare runs")
-st.caption("E.g. facilitator on vs off, different personality mixes, or the same config with different seeds.")
+st.caption("E.g. facilitator on vs off, different personality mixes, or the same config with different seeds; "
+           "or the conditions of a sweep, each over all its replications.")
+
+wanted_mode = MODES[1] if st.query_params.get("mode") == "conditions" else MODES[0]
+mode = st.segmented_control("Compare", MODES, default=wanted_mode, required=True, key="compare_mode")
+st.query_params["mode"] = "conditions" if mode == MODES[1] else "runs"
+
+
+def condition_label(point: dict[str, Any]) -> str:
+    """A point of a sweep by its factor values, e.g. `facilitator=true, max_turns=4`."""
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+    return ", ".join(f"{k}={value(v)}" for k, v in point.items()) or "the base"
+
+
+def interval_text(row: pd.Series) -> str:
+    """mean [ci_low, ci_high]; a condition of one run has no interval."""
+    if row["n"] == 0 or pd.isna(row["mean"]):
+        return "–"
+    if pd.isna(row["ci_low"]) or math.isinf(row["ci_low"]):
+        return f"{row['mean']:,.4g} (n={int(row['n'])})"
+    return f"{row['mean']:,.4g} [{row['ci_low']:,.4g}, {row['ci_high']:,.4g}]"
+
+
+def compare_conditions() -> None:
+    sweeps = store().sweeps()
+    if not sweeps:
+        st.info("No sweeps yet: design and launch one on the Sweeps page, or run `commonpool sweep run SPEC.toml`.")
+        st.stop()
+    by_id = {s.sweep_id: s for s in sweeps}
+    ids = list(by_id)
+    wanted = st.query_params.get("sweep")
+    sweep_id = st.selectbox("Sweep", ids, index=ids.index(wanted) if wanted in ids else 0, key="compare_sweep",
+                            format_func=lambda i: sweep_label(by_id[i]))
+    st.query_params["sweep"] = sweep_id
+    data = results.load(store(), sweep_id)
+    if data.outcomes.empty:
+        st.info("This sweep has no completed runs yet.")
+        st.stop()
+    present = sorted(data.outcomes["point_id"].unique().tolist())
+    labels = {p: condition_label(data.points[p]) for p in present}
+    if len(set(labels.values())) < len(labels):
+        labels = {p: f"#{p} {label}" for p, label in labels.items()}
+    chosen = st.multiselect("Conditions", present, default=present[:2], key="compare_points",
+                            format_func=lambda p: labels[p])
+    if len(chosen) < 2:
+        st.warning("Pick at least two conditions.")
+        st.stop()
+    summary = results.summary(data)
+    rows = summary[summary["point_id"].isin(chosen)].assign(condition=lambda f: f["point_id"].map(labels))
+    st.subheader("Mean and 95% confidence interval per condition")
+    side_by_side = rows.assign(cell=rows.apply(interval_text, axis=1)).pivot(
+        index="metric", columns="condition", values="cell")
+    side_by_side = side_by_side[[labels[p] for p in chosen]].reset_index()
+    side_by_side.columns.name = None
+    show_table(side_by_side, f"{sweep_id}-conditions", "dl_compare_conditions")
+    with st.expander("The same, as numbers"):
+        show_table(rows.drop(columns=["condition"]), f"{sweep_id}-conditions-summary", "dl_compare_conditions_long")
+    names = sorted(rows["metric"].unique())
+    default = next((m for m in HEADLINE_METRICS if m in names), names[0])
+    chosen_metric = st.selectbox("Metric", names, index=names.index(default), key="compare_metric")
+    order = {labels[p]: i for i, p in enumerate(chosen)}
+    st.altair_chart(charts.conditions_chart(rows.sort_values("condition", key=lambda c: c.map(order)), chosen_metric),
+                    width="stretch")
+    st.caption(plain(f"Each condition pools its {data.spec.replications} replications; replication r of every "
+                     "condition runs with the same seed (the Sweeps page shows paired differences)."))
+
+
+if mode == MODES[1]:
+    compare_conditions()
+    st.stop()
 
 runs = store().runs()
 by_id = {r.run_id: r for r in runs}
