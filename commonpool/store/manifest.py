@@ -54,7 +54,7 @@ class ManifestError(ValueError):
 class TableFiles:
     """The committed files of one table of one run."""
 
-    files: tuple[Path, ...]
+    files: tuple[str, ...]  # paths as text: listing 10,000 runs' files builds no Path objects
     bytes: int | None  # their expected total size; None for legacy runs, which never recorded it
     rows: int | None
 
@@ -70,14 +70,15 @@ class Committed:
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return type(value) is int and value >= 0  # bool is not a count (type(), not isinstance)
 
 
-def entry_files(folder: Path, entry: dict[str, Any]) -> list[Path]:
+def entry_files(folder: str, entry: dict[str, Any]) -> list[str]:
     """The files of a validated table entry, in row order: the base, then the parts."""
-    files = [folder / entry["base"]] if entry["base"] else []
+    # f-strings, not os.path.join or Path: this runs for every file of every run at connect.
+    files = [f"{folder}/{entry['base']}"] if entry["base"] else []
     first = entry["first_part"]
-    return files + [folder / part_name(n) for n in range(first, first + entry["parts"])]
+    return files + [f"{folder}/part-{n:06d}.parquet" for n in range(first, first + entry["parts"])]
 
 
 def check_entry(table: str, entry: Any) -> None:
@@ -92,7 +93,32 @@ def check_entry(table: str, entry: Any) -> None:
         raise ManifestError(f"manifest entry of {table!r}: base must be a Parquet file name or null")
 
 
-def committed(run_dir: Path, meta: dict[str, Any]) -> Committed:
+def _own_files(run_dir: str, table: str, entry: Any) -> TableFiles | None:
+    """A table entry's files, or None if it has none; ManifestError if it is malformed.
+
+    This runs for every table of every run at connect, so the well-formed case is
+    tested in one expression and check_entry only runs to name what is wrong.
+    """
+    try:
+        base, first, parts, size, rows = (
+            entry["base"], entry["first_part"], entry["parts"], entry["base_bytes"] + entry["parts_bytes"], entry["rows"],
+        )
+        well_formed = (
+            type(first) is int and type(parts) is int and type(size) is int and type(rows) is int
+            and type(entry["base_bytes"]) is int and min(first, parts, entry["base_bytes"], entry["parts_bytes"], rows) >= 0
+            and (base is None or (type(base) is str and _FILE_NAME.fullmatch(base) is not None))
+        )
+    except (TypeError, KeyError):
+        well_formed = False
+    if not well_formed:
+        check_entry(table, entry)
+        raise ManifestError(f"manifest entry of {table!r} is malformed")
+    if base is None and parts == 0:
+        return None
+    return TableFiles(tuple(entry_files(f"{run_dir}/{table}", entry)), size, rows)
+
+
+def committed(run_dir: str | Path, meta: dict[str, Any]) -> Committed:
     """The committed files run.json (meta) records; ManifestError if it is malformed."""
     manifest = meta.get("manifest")
     if manifest is None:
@@ -114,11 +140,11 @@ def committed(run_dir: Path, meta: dict[str, Any]) -> Committed:
             rows[table] = entry["rows"]
         return Committed({}, pack, rows, legacy=False)
     own: dict[str, TableFiles] = {}
+    folder = str(run_dir)
     for table, entry in tables.items():
-        check_entry(table, entry)
-        files = tuple(entry_files(run_dir / table, entry))
-        if files:
-            own[table] = TableFiles(files, entry["base_bytes"] + entry["parts_bytes"], entry["rows"])
+        files = _own_files(folder, table, entry)
+        if files is not None:
+            own[table] = files
     return Committed(own, None, {}, legacy=False)
 
 
@@ -131,7 +157,7 @@ def legacy_parts(folder: Path) -> dict[int, Path]:
     return {int(m.group(1)): folder / name for name in names if (m := _LEGACY_PART.fullmatch(name))}
 
 
-def _legacy(run_dir: Path, meta: dict[str, Any]) -> Committed:
+def _legacy(run_dir: str | Path, meta: dict[str, Any]) -> Committed:
     """A run written before manifests: data.parquet once compacted, else its committed parts.
 
     The old writer committed a flush by counting each table's parts in
@@ -143,10 +169,10 @@ def _legacy(run_dir: Path, meta: dict[str, Any]) -> Committed:
         raise ManifestError("committed_parts is not an object")
     own: dict[str, TableFiles] = {}
     for table in TABLES:
-        folder = run_dir / table
+        folder = Path(run_dir) / table
         data = folder / "data.parquet"
         if data.exists():
-            own[table] = TableFiles((data,), None, None)
+            own[table] = TableFiles((str(data),), None, None)
             continue
         parts = legacy_parts(folder)
         if counts is not None:
@@ -155,7 +181,7 @@ def _legacy(run_dir: Path, meta: dict[str, Any]) -> Committed:
                 raise ManifestError(f"committed_parts of {table!r} is not a whole number")
             parts = {n: p for n, p in parts.items() if n < keep}
         if parts:
-            own[table] = TableFiles(tuple(parts[n] for n in sorted(parts)), None, None)
+            own[table] = TableFiles(tuple(str(parts[n]) for n in sorted(parts)), None, None)
     return Committed(own, None, {}, legacy=True)
 
 
@@ -170,18 +196,18 @@ def damage(table: str, files: TableFiles) -> str | None:
         try:
             size = os.stat(path).st_size
         except FileNotFoundError:
-            return f"{table}/{path.name} is missing"
+            return f"{table}/{os.path.basename(path)} is missing"
         except OSError as exc:
-            return f"{table}/{path.name} cannot be read ({exc.strerror})"
+            return f"{table}/{os.path.basename(path)} cannot be read ({exc.strerror})"
         if files.bytes is None and not _has_parquet_footer(path, size):
-            return f"{table}/{path.name} is truncated or not Parquet"
+            return f"{table}/{os.path.basename(path)} is truncated or not Parquet"
         total += size
     if files.bytes is not None and total != files.bytes:
         return f"{table} files hold {total} bytes, run.json recorded {files.bytes} (truncated or replaced)"
     return None
 
 
-def _has_parquet_footer(path: Path, size: int) -> bool:
+def _has_parquet_footer(path: str, size: int) -> bool:
     if size < 12:  # magic, footer length, magic
         return False
     try:

@@ -62,10 +62,6 @@ GROUP BY run_id, participant_id, resource
 
 DAMAGED = "damaged"  # a status only the reader reports, like "interrupted"
 
-# run.json / sweep.json objects that the views show as JSON text.
-_RUN_JSON_COLUMNS = ("config", "point")
-_SWEEP_JSON_COLUMNS = ("spec",)
-
 
 def sql_string(text: str) -> str:
     """text as a SQL string literal (for paths in view definitions, which take no parameters)."""
@@ -106,9 +102,14 @@ class _Run:
     """A run as scanned: its info, its `runs` row and where its committed rows are."""
 
     info: RunInfo
-    row: dict[str, Any]
     recorded_id: str | None = None  # run_id inside its files; differs from the folder for a copied folder
     committed: Committed | None = None  # None for a damaged run
+
+    def row(self) -> dict[str, Any]:
+        """The run's row of the `runs` view (built only when a connection needs it)."""
+        if self.committed is None:
+            return _damaged_row(RUNS, "run_id", self.info.run_id, self.info.meta["error"])
+        return _row(self.info.meta, _RUN_FIELDS, "run_id", self.info.run_id, self.info.status)
 
 
 @dataclass
@@ -120,44 +121,59 @@ class _Pack:
     problem: str | None = None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _field_kinds(schema: pa.Schema, json_columns: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, kind) of each column, computed once: comparing Arrow types per run is slow."""
+    kinds = {pa.string(): "text", pa.int64(): "int", pa.float64(): "float"}
+    return [
+        (f.name, "json" if f.name in json_columns else "time" if pa.types.is_timestamp(f.type) else kinds[f.type])
+        for f in schema
+    ]
 
 
-# Whether a JSON value fits a column of each Arrow type (checked in Python: one
-# pyarrow conversion per field would make listing 10,000 runs take seconds).
-_FITS: dict[pa.DataType, Callable[[Any], bool]] = {
-    pa.string(): lambda v: isinstance(v, str),
-    pa.int64(): lambda v: _is_int(v) and -(2**63) <= v < 2**63,
-    pa.float64(): lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-}
-_TYPE_WORDS = {pa.string(): "text", pa.int64(): "a whole number", pa.float64(): "a number"}
+_RUN_FIELDS = _field_kinds(RUNS, ("config", "point"))  # run.json objects the view shows as JSON text
+_SWEEP_FIELDS = _field_kinds(SWEEPS, ("spec",))
+_KIND_WORDS = {"text": "text", "int": "a whole number", "float": "a number", "json": "an object"}
 
 
-def _row(meta: Any, schema: pa.Schema, json_columns: Sequence[str], statuses: Sequence[str]) -> dict[str, Any]:
-    """The view row of a parsed run.json/sweep.json; _Bad naming the first ill-typed field."""
+# The JSON types each kind of column accepts, compared with type(): bool is an
+# int subclass and must not pass as a number.
+_ACCEPTS: dict[str, tuple[type, ...]] = {"text": (str,), "int": (int,), "float": (int, float), "json": (dict,)}
+
+
+def _check(meta: Any, fields: list[tuple[str, str]], statuses: Sequence[str]) -> None:
+    """_Bad naming the first field of a parsed run.json/sweep.json its view column cannot hold.
+
+    Checked in Python, field by field: a pyarrow conversion per run would make
+    listing 10,000 runs take seconds.
+    """
     if not isinstance(meta, dict):
         raise _Bad(f"is not a JSON object (got {type(meta).__name__})")
-    row: dict[str, Any] = {}
-    for f in schema:
-        value = meta.get(f.name)
+    for name, kind in fields:
+        value = meta.get(name)
         if value is None:
-            row[f.name] = None
-        elif f.name in json_columns:
-            if not isinstance(value, dict):
-                raise _Bad(f"{f.name} must be an object, got {type(value).__name__}")
-            row[f.name] = json.dumps(value, sort_keys=True)
-        elif pa.types.is_timestamp(f.type):
+            continue
+        if kind == "time":
             try:
-                row[f.name] = datetime.fromisoformat(value)
+                datetime.fromisoformat(value)
             except (TypeError, ValueError):
-                raise _Bad(f"{f.name} must be an ISO date and time, got {value!r:.60}") from None
-        elif _FITS[f.type](value):
-            row[f.name] = value
-        else:
-            raise _Bad(f"{f.name} must be {_TYPE_WORDS[f.type]}, got {value!r:.60}")
-    if row["status"] not in statuses:
-        raise _Bad(f"status must be one of {', '.join(statuses)}, got {row['status']!r:.60}")
+                raise _Bad(f"{name} must be an ISO date and time, got {value!r:.60}") from None
+        elif type(value) not in _ACCEPTS[kind] or (kind == "int" and not -(2**63) <= value < 2**63):
+            raise _Bad(f"{name} must be {_KIND_WORDS[kind]}, got {value!r:.60}")
+    if meta.get("status") not in statuses:
+        raise _Bad(f"status must be one of {', '.join(statuses)}, got {meta.get('status')!r:.60}")
+
+
+def _row(meta: dict[str, Any], fields: list[tuple[str, str]], key: str, name: str, status: str) -> dict[str, Any]:
+    """The view row of a checked run.json/sweep.json, under its folder's name and computed status."""
+    row: dict[str, Any] = {}
+    for field_name, kind in fields:
+        value = meta.get(field_name)
+        if value is not None and kind == "json":
+            value = json.dumps(value, sort_keys=True)
+        elif value is not None and kind == "time":
+            value = datetime.fromisoformat(value)
+        row[field_name] = value
+    row[key], row["status"] = name, status
     return row
 
 
@@ -165,10 +181,11 @@ def _damaged_row(schema: pa.Schema, key: str, name: str, reason: str) -> dict[st
     return {**dict.fromkeys(schema.names), key: name, "status": DAMAGED, "error": reason}
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: str | Path) -> Any:
     """The parsed file; _Bad if it cannot be read or parsed, FileNotFoundError if absent."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         raise
     except (OSError, UnicodeDecodeError) as exc:
@@ -191,8 +208,8 @@ def _scan_run(run_dir: Path, packs: Callable[[str], _Pack]) -> _Run | None:
     """The run in run_dir, or None while its writer has not yet written run.json."""
     name = run_dir.name
     try:
-        meta = _read_json(run_dir / "run.json")
-        row = _row(meta, RUNS, _RUN_JSON_COLUMNS, RUN_STATUSES)
+        meta = _read_json(os.path.join(run_dir, "run.json"))
+        _check(meta, _RUN_FIELDS, RUN_STATUSES)
         recorded = meta.get("run_id", name)
         if not isinstance(recorded, str) or not SAFE_ID.fullmatch(recorded):
             raise _Bad(f"run_id must be a run id, got {recorded!r:.60}")
@@ -207,16 +224,16 @@ def _scan_run(run_dir: Path, packs: Callable[[str], _Pack]) -> _Run | None:
     problem = _damage(done, recorded, packs)
     if problem:
         return _damaged_run(run_dir, problem)
-    status = _live_status(row["status"], meta)
-    row["run_id"], row["status"] = name, status  # the folder name is what every row of the run carries
+    # The folder name, not run.json's run_id, is what every row of the run carries.
+    status = _live_status(meta["status"], meta)
     info = RunInfo(name, status, meta.get("seed"), meta.get("started_at"), meta.get("finished_at"), meta, run_dir)
-    return _Run(info, row, recorded, done)
+    return _Run(info, recorded, done)
 
 
 def _damaged_run(run_dir: Path, reason: str) -> _Run:
     name = run_dir.name
     info = RunInfo(name, DAMAGED, None, None, None, {"run_id": name, "status": DAMAGED, "error": reason}, run_dir)
-    return _Run(info, _damaged_row(RUNS, "run_id", name, reason))
+    return _Run(info)
 
 
 def _damage(done: Committed, recorded: str, packs: Callable[[str], _Pack]) -> str | None:
@@ -246,7 +263,7 @@ def _scan_pack(folder: Path) -> _Pack:
             if table not in TABLES or not isinstance(entry["file"], str) or "/" in entry["file"]:
                 return _Pack(problem=f"pack.json names a bad file for {table!r}")
             files[table] = folder / entry["file"]
-            problem = manifest.damage(table, TableFiles((files[table],), entry["bytes"], entry["rows"]))
+            problem = manifest.damage(table, TableFiles((str(files[table]),), entry["bytes"], entry["rows"]))
             if problem:
                 return _Pack(problem=problem)
     except FileNotFoundError:
@@ -260,19 +277,19 @@ def _scan_sweep(sweep_dir: Path) -> tuple[SweepInfo, dict[str, Any]] | None:
     name = sweep_dir.name
     try:
         meta = _read_json(sweep_dir / "sweep.json")
-        row = _row(meta, SWEEPS, _SWEEP_JSON_COLUMNS, SWEEP_STATUSES)
+        _check(meta, _SWEEP_FIELDS, SWEEP_STATUSES)
     except FileNotFoundError:
         return None
     except _Bad as bad:
         reason = f"sweep.json {bad}"
         info = SweepInfo(name, DAMAGED, None, None, {"sweep_id": name, "status": DAMAGED, "error": reason}, sweep_dir)
         return info, _damaged_row(SWEEPS, "sweep_id", name, reason)
-    status = _live_status(row["status"], meta)
-    row["sweep_id"], row["status"] = name, status
-    return SweepInfo(name, status, meta.get("started_at"), meta.get("finished_at"), meta, sweep_dir), row
+    status = _live_status(meta["status"], meta)
+    info = SweepInfo(name, status, meta.get("started_at"), meta.get("finished_at"), meta, sweep_dir)
+    return info, _row(meta, _SWEEP_FIELDS, "sweep_id", name, status)
 
 
-def _read_parquet(files: Sequence[Path]) -> str:
+def _read_parquet(files: Sequence[str | Path]) -> str:
     return "read_parquet([" + ", ".join(sql_string(str(f)) for f in files) + "])"
 
 
@@ -288,7 +305,7 @@ def _source_sql(table: str, runs: Sequence[_Run], packs: dict[str, _Pack], restr
     original id, so its rows are relabelled), never as a second copy of the
     original. Only copies pay for the relabelling.
     """
-    plain: list[Path] = []
+    plain: list[str] = []
     selects: list[str] = []
     packed: dict[str, list[_Run]] = {}
     for run in runs:
@@ -365,7 +382,7 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return []
         # Hidden folders are never runs (ids cannot start with "."), e.g. a half-made copy.
-        return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+        return [parent / n for n in sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))]
 
     def _scan(self, run_ids: Sequence[str] | None = None) -> tuple[list[_Run], dict[str, _Pack]]:
         packs: dict[str, _Pack] = {}
@@ -432,7 +449,7 @@ class Store:
             else:
                 con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM {source}')
         con.execute(_FINAL_HOLDINGS_SQL)
-        _table_from_rows(con, "runs", [r.row for r in runs], RUNS)
+        _table_from_rows(con, "runs", [r.row() for r in runs], RUNS)
         sweeps = [s for d in self._child_dirs("sweeps") if (s := _scan_sweep(d)) is not None]
         _table_from_rows(con, "sweeps", [row for _, row in sweeps], SWEEPS)
         return con
@@ -460,3 +477,12 @@ class Store:
     def collect_garbage(self) -> int:
         """Delete files no manifest commits any more once their grace period is over; how many."""
         return collect_garbage(self.root)
+
+    def pack(self, run_ids: Sequence[str], pack_id: str) -> Path:
+        """Move completed runs' rows into one file per table under packs/<pack_id>/; the pack's folder.
+
+        See pack.py: crash-safe, and readers see each run's rows exactly once throughout.
+        """
+        from commonpool.store.pack import pack_runs
+
+        return pack_runs(self, run_ids, pack_id)

@@ -115,4 +115,4 @@ def _committed_names(run_dir: Path) -> set[str] | None:
     except manifest.ManifestError:
         return None
     root = run_dir.parent.parent
-    return {str(f.relative_to(root)) for t in done.tables.values() for f in t.files}
+    return {os.path.relpath(f, root) for t in done.tables.values() for f in t.files}

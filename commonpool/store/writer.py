@@ -220,7 +220,7 @@ class RunWriter:
     def committed_files(self, table: str) -> list[Path]:
         """The files holding table's committed rows, in the order they were written."""
         entry = self._tables.get(table)
-        return manifest.entry_files(self.path / table, entry) if entry else []
+        return [Path(f) for f in manifest.entry_files(str(self.path / table), entry)] if entry else []
 
     @classmethod
     def reopen(cls, store_root: Path, run_id: str, chunk_rows: int = 200_000) -> Self:
@@ -302,10 +302,10 @@ class RunWriter:
                 entries[table] = info["manifest"]["tables"][table]
         return entries
 
-    def _legacy_entry(self, table: str, files: tuple[Path, ...], rows: int) -> dict[str, Any]:
+    def _legacy_entry(self, table: str, files: tuple[str, ...], rows: int) -> dict[str, Any]:
         folder = self.path / table
-        sizes = [f.stat().st_size for f in files]
-        if files[0].name == "data.parquet":
+        sizes = [os.stat(f).st_size for f in files]
+        if os.path.basename(files[0]) == "data.parquet":
             leftovers = manifest.legacy_parts(folder)
             put_in_trash(self._store_root, leftovers.values())
             first = max(leftovers, default=-1) + 1  # never reuse a name a reader may still hold

@@ -1,0 +1,97 @@
+"""Run store at sweep scale: 10,000 small runs, before and after packing.
+
+Prints: Store.runs() and `commonpool runs list` over all runs, connect() to all
+runs and to one, a sweep-summary query (avg value per metric over run_metrics
+of every run) and a one-run query, then the same after Store.pack() of every run,
+and the pack's own time. Usage:
+    .venv/bin/python bench/bench_store_scale.py [--runs 10000] [--store PATH]
+The runs are copies of one real 60-exchange rules run (run.json rewritten per
+copy), so making 10,000 takes seconds rather than a sweep's minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from commonpool import SimulationConfig, run_simulation  # noqa: E402
+from commonpool.store import Store  # noqa: E402
+
+SUMMARY = "SELECT metric, avg(value) AS mean, count(*) AS runs FROM run_metrics GROUP BY metric ORDER BY metric"
+
+
+def timed(label: str, work: Callable[[], Any], repeat: int = 3) -> Any:
+    """The best of repeat timings (the first also warms the page cache)."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = work()
+        best = min(best, time.perf_counter() - started)
+    print(f"  {label:<58} {best * 1000:>9,.0f} ms")
+    return result
+
+
+def make_store(root: Path, runs: int) -> list[str]:
+    template = Store(root / "template")
+    run_simulation(SimulationConfig(simulation_id="t", seed=1, num_participants=12, min_exchanges=60, max_exchanges=60),
+                   template)
+    source = template.root / "runs" / "t"
+    meta = json.loads((source / "run.json").read_text())
+    ids = [f"sweep-{k:05d}" for k in range(runs)]
+    for k, run_id in enumerate(ids):
+        target = root / "runs" / run_id
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("run.json"))
+        (target / "run.json").write_text(json.dumps({**meta, "run_id": run_id, "sweep_id": "bench", "point_id": k}))
+    shutil.rmtree(template.root)
+    return ids
+
+
+def measure(store: Store, one: str) -> None:
+    timed("Store.runs()", store.runs)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "commonpool", "--store", str(store.root), "runs", "list"]
+    timed("`commonpool runs list` (a whole process)", lambda: subprocess.run(cli, env=env, capture_output=True, check=True))
+    timed("connect() to every run", lambda: store.connect().close())
+    timed(f"connect([{one!r}])", lambda: store.connect([one]).close())
+    rows = timed("sweep summary over every run (connect + query)", lambda: store.query(SUMMARY))
+    print(f"    ({rows.num_rows} metrics, {rows.column('runs')[0].as_py():,} runs each)")
+    timed("one run's exchanges, connect([run]) + query",
+          lambda: store.query("SELECT count(*) FROM exchanges", run_ids=[one]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--store", type=Path, default=None)
+    args = parser.parse_args()
+    root = args.store or Path(tempfile.mkdtemp(prefix="commonpool-scale-"))
+    started = time.perf_counter()
+    ids = make_store(root, args.runs)
+    files = sum(1 for _ in (root / "runs").rglob("*.parquet"))
+    print(f"{args.runs:,} runs, {files:,} Parquet files, made in {time.perf_counter() - started:.1f} s ({root})")
+    store = Store(root)
+    print("before packing:")
+    measure(store, ids[len(ids) // 2])
+    started = time.perf_counter()
+    store.pack(ids, "bench")
+    print(f"Store.pack() of {len(ids):,} runs: {time.perf_counter() - started:.1f} s")
+    print("after packing (own files still in the trash, as within the grace period):")
+    measure(store, ids[len(ids) // 2])
+    if args.store is None:
+        shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    main()
