@@ -341,17 +341,20 @@ def _as_labels(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def metric_by_factor_chart(by_factor: pd.DataFrame, factor: str, metric: str, level: float = 0.95) -> alt.LayerChart:
     """Mean of a metric at each value of a factor with its confidence interval; from results.by_factor.
 
-    A numeric factor draws the interval as a band around the line of means; a
-    categorical one (true/false, names) as error bars, since nothing lies between its values.
+    A numeric factor of three values or more draws the interval as a band around
+    the line of means; a categorical one (true/false, names) or a pair of values
+    as error bars, since nothing is known between its values.
     """
     rows = by_factor[by_factor["metric"] == metric].dropna(subset=["mean"])
-    tooltip = [alt.Tooltip(f"{factor}:N" if not _is_numeric_factor(rows[factor]) else f"{factor}:Q"),
+    tooltip = [alt.Tooltip(f"{factor}:N"),
                alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("ci_low:Q", format=".4g"),
                alt.Tooltip("ci_high:Q", format=".4g"), "n:Q"]
     title = f"{metric} by {factor}: mean and {level:.0%} CI"
     y = alt.Y("mean:Q", title=metric, scale=alt.Scale(zero=False))
-    if _is_numeric_factor(rows[factor]):
-        base = alt.Chart(rows).encode(x=alt.X(f"{factor}:Q", title=factor, scale=alt.Scale(zero=False)))
+    if _is_numeric_factor(rows[factor]) and rows[factor].nunique() >= 3:
+        whole = bool((rows[factor] % 1 == 0).all())
+        axis = alt.Axis(format="d", tickMinStep=1) if whole else alt.Axis()
+        base = alt.Chart(rows).encode(x=alt.X(f"{factor}:Q", title=factor, scale=alt.Scale(zero=False), axis=axis))
         band = base.mark_area(opacity=0.25, color="#1f77b4").encode(
             y=alt.Y("ci_low:Q", title=metric), y2="ci_high:Q", tooltip=tooltip)
         line = base.mark_line(point=True, color="#1f77b4").encode(y=y, tooltip=tooltip)
@@ -366,29 +369,81 @@ def metric_by_factor_chart(by_factor: pd.DataFrame, factor: str, metric: str, le
     return alt.layer(bars, *caps, means).properties(title=title, height=300)
 
 
-def factor_heatmap_chart(summary: pd.DataFrame, x: str, y: str, metric: str) -> alt.LayerChart:
+def factor_heatmap_chart(summary: pd.DataFrame, x: str, y: str, metric: str, bins: int = 6) -> alt.LayerChart:
     """Mean of a metric over two factors, pooling any others and the replications; from results.summary.
 
     Each cell is the mean of the point means weighted by their runs, so it equals the
-    mean over every run in that cell.
+    mean over every run in that cell. A continuous factor (more than ten values, as
+    random, LHS and Sobol designs draw) is cut into `bins` equal-width intervals first.
     """
     rows = summary[(summary["metric"] == metric) & (summary["n"] > 0)]
-    cells = (rows.assign(total=rows["mean"] * rows["n"]).groupby([x, y], as_index=False)
-             .agg(total=("total", "sum"), n=("n", "sum")))
-    cells = _as_labels(cells.assign(mean=cells["total"] / cells["n"]).drop(columns="total"), [x, y])
-    sort_x = _sorted_labels(rows[x])
-    sort_y = _sorted_labels(rows[y])
+    x_cells, x_order = _heat_axis(rows[x], bins)
+    y_cells, y_order = _heat_axis(rows[y], bins)
+    cells = (pd.DataFrame({x: x_cells, y: y_cells, "total": rows["mean"] * rows["n"], "n": rows["n"]})
+             .groupby([x, y], as_index=False, observed=True).agg(total=("total", "sum"), n=("n", "sum")))
+    cells = cells.assign(mean=cells["total"] / cells["n"]).drop(columns="total")
     base = alt.Chart(cells).encode(
-        x=alt.X(f"{x}:O", title=x, sort=sort_x, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y(f"{y}:O", title=y, sort=sort_y),
+        x=alt.X(f"{x}:O", title=x, sort=x_order, axis=alt.Axis(labelAngle=0 if len(x_order) <= 8 else -30)),
+        y=alt.Y(f"{y}:O", title=y, sort=y_order),
     )
     tooltip = [x, y, alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("n:Q", title="runs")]
     rect = base.mark_rect().encode(color=alt.Color("mean:Q", title=metric, scale=alt.Scale(scheme="viridis")),
                                    tooltip=tooltip)
-    labels = base.mark_text(fontSize=11, color="white").encode(text=alt.Text("mean:Q", format=".3g"), tooltip=tooltip)
-    # A continuous factor sampled at random has as many values as points: labels would overlap.
-    layers = [rect, labels] if len(sort_x) * len(sort_y) <= 100 else [rect]
-    return alt.layer(*layers).properties(title=f"Mean {metric} by {x} and {y}", height=max(160, 28 * len(sort_y)))
+    labels = base.mark_text(fontSize=11).encode(
+        text=alt.Text("mean:Q", format=".3g"), tooltip=tooltip,
+        # Dark text on the light (high) end of viridis, white on the dark end.
+        color=alt.condition(f"datum.mean > {float(cells['mean'].quantile(0.6)) if len(cells) else 0}",
+                            alt.value("black"), alt.value("white")),
+    )
+    # The height holds the title, axes and legend as well as the cells.
+    return alt.layer(rect, labels).properties(title=f"Mean {metric} by {x} and {y}",
+                                              height=130 + 34 * len(y_order))
+
+
+# A factor with up to this many values keeps one heatmap row or column per value.
+_MAX_HEATMAP_LEVELS = 10
+
+
+def _heat_axis(values: pd.Series, bins: int) -> tuple[pd.Series, list[str]]:
+    """A factor's values as heatmap labels and their order: the values themselves, or equal-width intervals."""
+    if _is_numeric_factor(values) and values.nunique() > max(bins, _MAX_HEATMAP_LEVELS):
+        cut = pd.cut(values.astype(float), bins=bins)
+        names = [f"{interval.left:.3g}–{interval.right:.3g}" for interval in cut.cat.categories]
+        return cut.cat.rename_categories(names).astype(str), names
+    return values.map(_level_name), _sorted_labels(values)
+
+
+def paired_differences_chart(paired: pd.DataFrame, factor: str, first: object, second: object,
+                             level: float = 0.95) -> alt.FacetChart:
+    """Mean paired difference (second minus first level of a factor) per metric with its CI;
+    from results.paired_comparisons. One row per metric, each on its own scale, with zero marked;
+    when other factors vary, one coloured interval per combination of their values."""
+    rows = paired.dropna(subset=["mean_diff"])
+    others = [c for c in rows.columns if c not in _PAIRED_COLUMNS]
+    groups = len(rows.drop_duplicates(others)) if others else 1
+    if others:
+        rows = rows.assign(condition=rows[others].apply(
+            lambda r: ", ".join(f"{k}={_level_name(v)}" for k, v in r.items()), axis=1))
+    tooltip = [*(["condition"] if others else []), "metric", alt.Tooltip("mean_diff:Q", format=".4g"),
+               alt.Tooltip("ci_low:Q", format=".4g"), alt.Tooltip("ci_high:Q", format=".4g"), "n:Q",
+               alt.Tooltip("sign_p:Q", format=".3g"), alt.Tooltip("wilcoxon_p:Q", format=".3g")]
+    colour: dict = {"color": alt.value("#d62728")}
+    if others:
+        colour = {"color": alt.Color("condition:N", title=", ".join(others)),
+                  "yOffset": alt.YOffset("condition:N")}
+    base = alt.Chart().encode(tooltip=tooltip, **colour)
+    zero = alt.Chart().mark_rule(color="#999", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=None, scale=alt.Scale(zero=True)),
+                                                x2="ci_high:Q")
+    means = base.mark_point(filled=True, size=60, opacity=1).encode(x=alt.X("mean_diff:Q", title=None))
+    return alt.layer(zero, bars, means, data=rows).properties(width=460, height=14 + 12 * groups).facet(
+        row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=240)),
+        spacing=6,
+    ).resolve_scale(x="independent").properties(
+        title=f"{factor}: {_level_name(second)} minus {_level_name(first)}, paired on seed ({level:.0%} CI)")
+
+
+_PAIRED_COLUMNS = ("metric", "n", "mean_diff", "sd", "ci_low", "ci_high", "sign_p", "wilcoxon_p", "wins_b", "wins_a")
 
 
 def _sorted_labels(values: pd.Series) -> list[str]:
@@ -397,27 +452,7 @@ def _sorted_labels(values: pd.Series) -> list[str]:
         unique = sorted(unique)
     except TypeError:
         pass
-    return [str(v).lower() if isinstance(v, bool) else str(v) for v in unique]
-
-
-def paired_differences_chart(paired: pd.DataFrame, factor: str, first: object, second: object,
-                             level: float = 0.95) -> alt.FacetChart:
-    """Mean paired difference (second minus first level of a factor) per metric with its CI;
-    from results.paired_comparisons. One row per metric, each on its own scale, with zero marked."""
-    rows = paired.dropna(subset=["mean_diff"])
-    tooltip = ["metric", alt.Tooltip("mean_diff:Q", format=".4g"), alt.Tooltip("ci_low:Q", format=".4g"),
-               alt.Tooltip("ci_high:Q", format=".4g"), "n:Q", alt.Tooltip("sign_p:Q", format=".3g"),
-               alt.Tooltip("wilcoxon_p:Q", format=".3g")]
-    base = alt.Chart().encode(tooltip=tooltip)
-    zero = alt.Chart().mark_rule(color="#999", strokeDash=[4, 3]).encode(x=alt.datum(0))
-    bars = base.mark_rule(color="#d62728", strokeWidth=2).encode(
-        x=alt.X("ci_low:Q", title=None, scale=alt.Scale(zero=True)), x2="ci_high:Q")
-    means = base.mark_point(filled=True, size=70, color="#d62728").encode(x=alt.X("mean_diff:Q", title=None))
-    return alt.layer(zero, bars, means, data=rows).properties(width=420, height=28).facet(
-        row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=240)),
-        spacing=4,
-    ).resolve_scale(x="independent").properties(
-        title=f"{factor}: {_level_name(second)} minus {_level_name(first)}, paired on seed ({level:.0%} CI)")
+    return [_level_name(v) for v in unique]
 
 
 def _level_name(value: object) -> str:
@@ -441,7 +476,7 @@ def sobol_indices_chart(indices: pd.DataFrame, metric: str) -> alt.LayerChart:
     bars = base.mark_bar().encode(x=alt.X("value:Q", title="share of the metric's variance"), color=index_color)
     errors = base.mark_rule(color="black").encode(x="low:Q", x2="high:Q")
     return alt.layer(bars, errors).properties(
-        title=f"Sobol' indices of {metric} (95% CI)", height=max(120, 44 * len(indices)))
+        title=f"Sobol' indices of {metric} (95% CI)", height=110 + 48 * len(indices))
 
 
 def morris_chart(indices: pd.DataFrame, metric: str) -> alt.LayerChart:
@@ -478,4 +513,4 @@ def conditions_chart(conditions: pd.DataFrame, metric: str, level: float = 0.95)
                                                 x2="ci_high:Q")
     means = base.mark_point(filled=True, size=90).encode(x="mean:Q")
     return alt.layer(bars, means).properties(
-        title=f"{metric}: mean and {level:.0%} CI per condition", height=max(120, 40 * len(order)))
+        title=f"{metric}: mean and {level:.0%} CI per condition", height=90 + 40 * len(order))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from commonpool import metrics
+from commonpool.experiments.spec import parse_spec
+from commonpool.experiments.sweep import run_sweep
 from commonpool.store import Store
 from pages_support import app, no_exceptions, nodes, small_run
 
@@ -36,3 +40,23 @@ def test_with_one_run_in_the_store_the_page_explains(store: Store) -> None:
     at = app("pages/compare.py")
     no_exceptions(at)
     assert "at least two runs" in at.info[0].value
+
+
+def test_conditions_of_a_sweep_side_by_side_each_with_its_interval(store: Store) -> None:
+    spec = parse_spec({"sampler": "grid", "replications": 2, "seed": 4, "factors": {"facilitator": [True, False]},
+                       "base": {"num_participants": 12, "min_exchanges": 60, "max_exchanges": 60}})
+    result = run_sweep(spec, store, "local", 1)
+    at = app("pages/compare.py", {"mode": "conditions", "sweep": result.sweep_id})
+    no_exceptions(at)
+    table = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    assert list(table.columns) == ["metric", "facilitator=true", "facilitator=false"]
+    welfare = table.set_index("metric").loc["welfare_change"]
+    assert all("[" in cell for cell in welfare)  # mean [ci_low, ci_high]
+    titles = [json.dumps(json.loads(c.proto.spec).get("title")) for c in nodes(at.main, "vega_lite_chart")]
+    assert any("welfare_change: mean and 95% CI per condition" in t for t in titles)
+
+
+def test_conditions_of_an_empty_store_say_where_sweeps_come_from(store: Store) -> None:
+    at = app("pages/compare.py", {"mode": "conditions"})
+    no_exceptions(at)
+    assert "No sweeps yet" in at.info[0].value

@@ -193,19 +193,6 @@ def test_a_sobol_sweep_shows_its_indices(store: Store) -> None:
     assert any(t.startswith("Mean welfare_change by") for t in chart_titles(at))
 
 
-def test_compare_shows_conditions_of_a_sweep_side_by_side(store: Store) -> None:
-    spec = parse_spec({"sampler": "grid", "replications": 2, "seed": 4, "base": SMALL_BASE,
-                       "factors": {"facilitator": [True, False]}})
-    result = run_sweep(spec, store, "local", 1)
-    at = app("pages/compare.py", {"mode": "conditions", "sweep": result.sweep_id})
-    no_exceptions(at)
-    table = next(d.value for d in at.dataframe if "metric" in d.value.columns)
-    assert list(table.columns) == ["metric", "facilitator=true", "facilitator=false"]
-    welfare = table.set_index("metric").loc["welfare_change"]
-    assert all("[" in cell for cell in welfare)  # mean [ci_low, ci_high]
-    assert any("per condition" in t for t in chart_titles(at))
-
-
 def _handles(store: Store) -> list[Any]:
     from pages._shared import sweep_runner
 
