@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,14 +69,15 @@ def test_a_factor_value_no_run_accepts_is_refused_naming_the_point() -> None:
 
 
 def test_replications_share_their_seed_across_points_and_differ_between_each_other() -> None:
-    tasks, points, _ = plan(parse_spec(small_spec(replications=3, factors={"max_turns": [2, 4, 6]})), "s")
+    runs = plan(parse_spec(small_spec(replications=3, factors={"max_turns": [2, 4, 6]})), "s")
+    tasks = list(runs.tasks())
     seeds = {(t.point_id, t.replication): t.config["seed"] for t in tasks}
-    assert len(points) == 3 and len(tasks) == 9
+    assert len(runs.points) == 3 and len(tasks) == 9 and len({t.run_id for t in tasks}) == 9
     for r in range(3):
         assert len({seeds[(p, r)] for p in range(3)}) == 1
     assert len({seeds[(0, r)] for r in range(3)}) == 3
-    again, _, _ = plan(parse_spec(small_spec(replications=3, factors={"max_turns": [2, 4, 6]})), "s")
-    assert again == tasks
+    again = plan(parse_spec(small_spec(replications=3, factors={"max_turns": [2, 4, 6]})), "s")
+    assert list(again.tasks()) == tasks
 
 
 def test_the_cli_refuses_a_bad_spec_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
@@ -101,8 +104,7 @@ def test_a_sample_spec_plans_without_error() -> None:
     from commonpool.experiments.spec import load_spec
 
     for name, runs in (("facilitator-effect.toml", 40), ("sobol-drivers.toml", 896)):
-        tasks, _, _ = plan(parse_spec(load_spec(ROOT / "data" / "samples" / name)), "s")
-        assert len(tasks) == runs
+        assert len(plan(parse_spec(load_spec(ROOT / "data" / "samples" / name)), "s")) == runs
 
 
 # --- executors: the same runs wherever they run ------------------------------------------------
@@ -126,18 +128,20 @@ def test_a_sweep_runs_on_a_ray_cluster_started_with_ray_start(tmp_path: Path) ->
     namespace of their own that has only a loopback interface: Ray then advertises
     127.0.0.1, so no traffic leaves the machine."""
     ray = Path(sys.executable).parent / "ray"
+    session = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 characters
     script = f"""
 set -e
 ip link set lo up
 export RAY_AUTH_MODE=disabled
 trap '"{ray}" stop --force >/dev/null 2>&1' EXIT
-"{ray}" start --head --temp-dir="{tmp_path / 'ray'}" --port=6391 --num-cpus=2 --include-dashboard=false --disable-usage-stats >/dev/null 2>&1
+"{ray}" start --head --temp-dir="{session}" --port=6391 --num-cpus=2 --include-dashboard=false --disable-usage-stats >/dev/null 2>&1
 "{sys.executable}" -m commonpool --store "{tmp_path / 'store'}" sweep run --vary facilitator=true,false \
   --replications 2 --num-participants 12 --min-exchanges 40 --max-exchanges 40 --sweep-seed 9 \
   --executor ray --ray-address 127.0.0.1:6391 --sweep-id cluster --no-progress
 """
     done = subprocess.run(["unshare", "--net", "bash", "-c", script], capture_output=True, text=True, timeout=240,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    shutil.rmtree(session, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sweep cluster: completed, 4 of 4 runs done" in done.stdout
     store = Store(tmp_path / "store")

@@ -28,8 +28,11 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from commonpool.experiments.task import RunTask, TaskResult
+from commonpool.llm.workers import WORKERS_ENV
 
 EXECUTORS = ("local", "ray")
+# LLM worker processes per sweep worker (commonpool.llm.workers); 0 unless set.
+SWEEP_LLM_WORKERS_ENV = "COMMONPOOL_SWEEP_LLM_WORKERS"
 
 
 class Executor(Protocol):
@@ -138,7 +141,13 @@ class LocalExecutor:
 
     def _spawn(self) -> _Slot:
         package_root = str(Path(__file__).resolve().parents[2])
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+            # The sweep's workers are the parallelism: an LLM run makes its calls in its
+            # own process rather than importing LiteLLM again in a pool of its own.
+            WORKERS_ENV: os.environ.get(SWEEP_LLM_WORKERS_ENV, "0"),
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "commonpool.experiments.worker", str(self.store_root)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file or subprocess.DEVNULL,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from commonpool.experiments.task import RunTask, TaskResult, pack_run, run_task
+from commonpool.llm.workers import WORKERS_ENV
 
 
 def _import_ray() -> Any:
@@ -39,6 +40,7 @@ def run_in_scratch(task_json: dict[str, Any], shared_cache: str | None = None) -
     runs share one cache as they do under the local executor.
     """
     task = RunTask(**task_json)
+    os.environ.setdefault(WORKERS_ENV, "0")  # Ray's processes are the parallelism, as in executor.LocalExecutor
     scratch = Path(tempfile.mkdtemp(prefix="commonpool-ray-"))
     if shared_cache is not None and Path(shared_cache).parent.is_dir():
         Path(shared_cache).mkdir(exist_ok=True)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import io
 import os
 import secrets
+from collections import deque
 import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,28 +73,58 @@ def sweep_dir(store: Store, sweep_id: str) -> Path:
     return store.root / "sweeps" / sweep_id
 
 
-def plan(spec: ExperimentSpec, sweep_id: str) -> tuple[list[RunTask], list[dict[str, object]], list[list[float]] | None]:
-    """Every run of the sweep, replication by replication, each config validated.
+@dataclass(frozen=True)
+class Plan:
+    """Every run of a sweep, made on demand from its points and replications.
+
+    Run k is replication k // points at point k % points, so the runs of one
+    replication come first and a partial sweep is balanced over the design.
+    Each point's configuration is validated once when the plan is made; a run's
+    task is built only when it is wanted, so a plan of a million runs holds its
+    points, not a million configurations.
+    """
+
+    sweep_id: str
+    points: list[dict[str, object]]
+    unit: list[list[float]] | None  # the unit-cube matrix of a morris design, for its analysis
+    replications: int
+    configs: list[dict[str, Any]]  # each point's validated config, without seed and run id
+    seeds: list[int]  # each replication's seed
+
+    def __len__(self) -> int:
+        return len(self.points) * self.replications
+
+    def run_id(self, k: int) -> str:
+        point_id, replication = k % len(self.points), k // len(self.points)
+        width, rep_width = len(str(max(len(self.points) - 1, 0))), len(str(max(self.replications - 1, 0)))
+        return f"{self.sweep_id}-p{point_id:0{width}d}-r{replication:0{rep_width}d}"
+
+    def task(self, k: int) -> RunTask:
+        point_id, replication = k % len(self.points), k // len(self.points)
+        run_id = self.run_id(k)
+        config = {**self.configs[point_id], "seed": self.seeds[replication], "simulation_id": run_id}
+        return RunTask(self.sweep_id, run_id, point_id, replication, self.points[point_id], config)
+
+    def tasks(self) -> Iterator[RunTask]:
+        return (self.task(k) for k in range(len(self)))
+
+
+def plan(spec: ExperimentSpec, sweep_id: str) -> Plan:
+    """The sweep's plan, each point's config validated.
 
     Raises SpecError naming the point and the problem before anything is written.
     """
     points, unit = draw_points(spec)
-    base = dict(spec.base)
-    tasks = []
-    width = len(str(max(len(points) - 1, 0)))
-    rep_width = len(str(max(spec.replications - 1, 0)))
-    for replication in range(spec.replications):
-        seed = run_seed(int(spec.seed or 0), replication)
-        for point_id, point in enumerate(points):
-            run_id = f"{sweep_id}-p{point_id:0{width}d}-r{replication:0{rep_width}d}"
-            fields = {**config_fields(base, point), "seed": seed, "simulation_id": run_id}
-            try:
-                config = SimulationConfig.model_validate(fields)
-            except ValidationError as exc:
-                detail = validation_problems(exc)[0][1]
-                raise SpecError(f"factors at point {point_id} ({_describe(point)}): {detail}") from None
-            tasks.append(RunTask(sweep_id, run_id, point_id, replication, point, config.model_dump(mode="json")))
-    return tasks, points, unit
+    configs = []
+    for point_id, point in enumerate(points):
+        try:
+            config = SimulationConfig.model_validate(config_fields(spec.base, point))
+        except ValidationError as exc:
+            detail = validation_problems(exc)[0][1]
+            raise SpecError(f"factors at point {point_id} ({_describe(point)}): {detail}") from None
+        configs.append(config.model_dump(mode="json", exclude={"seed", "simulation_id"}))
+    seeds = [run_seed(int(spec.seed or 0), r) for r in range(spec.replications)]
+    return Plan(sweep_id, points, unit, spec.replications, configs, seeds)
 
 
 def _describe(point: dict[str, object]) -> str:
@@ -137,22 +168,22 @@ def run_sweep(
         check_run_id(sweep_id)
     except ValueError as exc:
         raise SpecError(f"sweep id: {exc}") from None
-    tasks, points, unit = plan(spec, sweep_id)
+    runs = plan(spec, sweep_id)
     path = sweep_dir(store, sweep_id)
     if path.exists():
         raise SpecError(f"sweep id: a sweep named {sweep_id!r} already exists in {store.root}; choose another")
     exec_ = make_executor(executor, store.root, workers, ray_address, path / "workers.log")
     path.mkdir(parents=True)
-    write_json_atomic(path / "design.json", {"points": points, "unit": unit})
+    write_json_atomic(path / "design.json", {"points": runs.points, "unit": runs.unit})
     record = SweepRecord(path, {
         "sweep_id": sweep_id, "name": spec.name, "sampler": spec.sampler, "seed": spec.seed,
-        "points": len(points), "replications": spec.replications, "runs_planned": len(tasks),
+        "points": len(runs.points), "replications": spec.replications, "runs_planned": len(runs),
         "runs_done": 0, "runs_failed": 0, "started_at": _now(), "finished_at": None, "duration_s": None,
         "error": None, "spec": spec.model_dump(mode="json"), "failures": {},
         **_driver(exec_), "resumed_at": [],
     })
     record.save()
-    return _execute(record, tasks, exec_, store, progress, should_stop)
+    return _execute(record, runs, exec_, store, progress, should_stop)
 
 
 def resume_sweep(
@@ -171,7 +202,7 @@ def resume_sweep(
     if info.status == "damaged":
         raise SpecError(f"sweep {sweep_id!r} cannot be resumed: {info.meta.get('error')}")
     spec = parse_spec(info.meta["spec"])
-    tasks, _, _ = plan(spec, sweep_id)
+    runs = plan(spec, sweep_id)
     path = sweep_dir(store, sweep_id)
     exec_ = make_executor(executor or info.meta.get("executor") or "local", store.root,
                           workers or None, ray_address, path / "workers.log")
@@ -180,7 +211,7 @@ def resume_sweep(
                 resumed_at=[*meta.get("resumed_at", []), _now()])
     record = SweepRecord(path, meta)
     record.save()
-    return _execute(record, tasks, exec_, store, progress, should_stop)
+    return _execute(record, runs, exec_, store, progress, should_stop)
 
 
 def _driver(executor: Executor) -> dict[str, Any]:
@@ -252,35 +283,33 @@ def publish(store: Store, result: TaskResult) -> None:
 
 def _execute(
     record: SweepRecord,
-    tasks: list[RunTask],
+    runs: Plan,
     executor: Executor,
     store: Store,
     progress: Callable[[SweepProgress], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> SweepResult:
+    """Run every run of the plan not completed yet; retry a lost one once; record as results come in."""
     sweep_id = record.info["sweep_id"]
     started = time.monotonic()
     done_before = _completed_runs(store, sweep_id)
-    todo = [t for t in tasks if t.run_id not in done_before]
+    queue = deque(k for k in range(len(runs)) if runs.run_id(k) not in done_before)
     base = parse_spec(record.info["spec"]).base
     share = LLMShare(int(base.get("concurrency", 8)), base.get("budget_usd"), sum(done_before.values()))
-    by_id = {t.run_id: t for t in todo}
-    attempts: dict[str, int] = {}
+    attempts: dict[int, int] = {}
+    by_run: dict[str, int] = {}
     failures: dict[str, str] = {}
-    done = len(tasks) - len(todo)
-    finished_now = 0
-    in_flight = 0
+    done = len(runs) - len(queue)
+    finished_now = in_flight = 0
     status, error = "completed", None
-    queue = list(reversed(todo))  # pop() from the end keeps the planned order
 
     def report() -> None:
         record.info.update(runs_done=done, runs_failed=len(failures), failures=failures)
         record.save(force=False)
         if progress is not None:
             elapsed = time.monotonic() - started
-            remaining = len(queue) + in_flight
-            eta = elapsed / finished_now * remaining if finished_now else None
-            progress(SweepProgress(sweep_id, done, len(failures), len(tasks), elapsed, eta))
+            eta = elapsed / finished_now * (len(queue) + in_flight) if finished_now else None
+            progress(SweepProgress(sweep_id, done, len(failures), len(runs), elapsed, eta))
 
     executor.start()
     try:
@@ -290,16 +319,16 @@ def _execute(
                 status = "cancelled"
                 break
             while queue and in_flight < executor.capacity:
-                task = share.terms(queue[-1], executor.workers, executor.capacity)
+                task = share.terms(runs.task(queue[0]), executor.workers, executor.capacity)
                 if task is None:
                     break
-                queue.pop()
-                attempts[task.run_id] = attempts.get(task.run_id, 0) + 1
+                k = queue.popleft()
+                attempts[k] = attempts.get(k, 0) + 1
+                by_run[task.run_id] = k
                 executor.submit(task)
                 in_flight += 1
             if queue and not in_flight:  # nothing running and nothing may start: the budget is spent
-                for task in queue:
-                    failures[task.run_id] = "not run: the sweep's LLM budget is spent"
+                failures.update((runs.run_id(k), "not run: the sweep's LLM budget is spent") for k in queue)
                 queue.clear()
                 break
             result = executor.next_result(timeout=0.25)
@@ -307,13 +336,14 @@ def _execute(
                 continue
             in_flight -= 1
             share.spent += result.cost_usd
+            k = by_run.pop(result.run_id)
             if result.bundle is not None:
                 publish(store, result)
             if result.status == "completed":
                 done += 1
                 finished_now += 1
-            elif result.status == "lost" and attempts[result.run_id] < ATTEMPTS:
-                queue.append(by_id[result.run_id])
+            elif result.status == "lost" and attempts[k] < ATTEMPTS:
+                queue.appendleft(k)
             else:
                 failures[result.run_id] = result.error or result.status
                 finished_now += 1
@@ -332,9 +362,9 @@ def _execute(
         executor.close()
         if error != "KeyboardInterrupt":
             if status == "completed" and failures:
-                status, error = "failed", f"{len(failures)} of {len(tasks)} runs failed"
+                status, error = "failed", f"{len(failures)} of {len(runs)} runs failed"
             _finish(record, status, error, done, failures)
-    return SweepResult(sweep_id, status, done, len(failures), len(tasks), time.monotonic() - started, failures)
+    return SweepResult(sweep_id, status, done, len(failures), len(runs), time.monotonic() - started, failures)
 
 
 def _wind_down(executor: Executor, in_flight: int, grace_s: float = 20.0) -> None:
