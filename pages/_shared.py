@@ -6,16 +6,18 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
 import streamlit as st
 
 from commonpool import metrics
-from commonpool.experiments.background import SweepRunner
 from commonpool.runner import Runner
 from commonpool.store import RunInfo, Store, SweepInfo
+
+if TYPE_CHECKING:
+    from commonpool.experiments.background import SweepRunner
 
 RULES = "rules"
 
@@ -38,6 +40,9 @@ def runner() -> Runner:
 @st.cache_resource
 def sweep_runner() -> SweepRunner:
     """The sweeps this server process started, kept like runner()'s runs."""
+    # Imported here: the experiments bring SciPy and SALib, which only the sweep pages need.
+    from commonpool.experiments.background import SweepRunner
+
     return SweepRunner()
 
 

@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import charts, metrics
-from commonpool.experiments import results
 from pages._shared import data_version, metric, plain, run_label, show_table, store, sweep_label
 
 MODES = ("Runs", "Conditions of a sweep")
@@ -46,6 +45,9 @@ def interval_text(row: pd.Series) -> str:
 
 
 def compare_conditions() -> None:
+    # Imported here: the analysis brings SciPy and SALib, which comparing runs does not need.
+    from commonpool.experiments import results
+
     sweeps = store().sweeps()
     if not sweeps:
         st.info("No sweeps yet: design and launch one on the Sweeps page, or run `commonpool sweep run SPEC.toml`.")
