@@ -222,3 +222,30 @@ def test_compare_and_sql_pages(server: str, page: Page) -> None:
     run_query(page, "DROP TABLE exchanges")
     expect(page.get_by_text("the console is read-only", exact=False)).to_be_visible()
     shoot(page, "7-sql-refused")
+
+
+def test_a_person_launches_a_small_sweep_and_reads_its_intervals(server: str, page: Page) -> None:
+    page.goto(server)
+    settle(page)
+    page.get_by_role("link", name="Sweeps").click()
+    # The first visit imports SciPy and SALib for the analysis: give it time.
+    expect(page.get_by_role("heading", name="Design an experiment")).to_be_visible(timeout=60_000)
+    settle(page)
+    # The default design varies the facilitator (true, false); make it small.
+    set_number(page, "Participants", 12)
+    set_number(page, "Min exchanges", 60)
+    set_number(page, "Max exchanges", 60)
+    set_number(page, "Replications", 2)
+    set_number(page, "Workers", 1)
+    expect(page.get_by_text("2 points × 2 replications = 4 runs")).to_be_visible()
+    shoot(page, "8-sweep-design")
+
+    page.get_by_role("button", name="Launch sweep").click()
+    # When it ends the page opens its results: the status line of a completed sweep.
+    expect(page.get_by_text("4 of 4 runs done", exact=False)).to_be_visible(timeout=120_000)
+    settle(page)
+    chart = page.locator(".vega-embed").filter(has_text="welfare_change by facilitator")
+    expect(chart).to_be_visible()
+    expect(chart.locator("canvas, svg").first).to_be_visible()
+    expect(page.get_by_role("link", name="Explore this run")).to_be_visible()
+    shoot(page, "9-sweep-results")

@@ -14,7 +14,7 @@ from commonpool.experiments import form
 from commonpool.experiments.spec import SpecError, parse_spec
 from commonpool.experiments.sweep import run_sweep
 from commonpool.store import Store
-from pages_support import app, no_exceptions, nodes, unescaped, wait_until
+from pages_support import app, no_exceptions, nodes, unescaped
 
 SMALL_BASE = {"num_participants": 12, "min_exchanges": 60, "max_exchanges": 60}
 
@@ -79,8 +79,8 @@ def test_a_grid_sweep_designed_here_runs_and_shows_means_with_confidence_interva
     assert any("2 points × 2 replications = 4 runs" in m.value for m in at.markdown)
     at.button(key="sw_launch").click().run()
     no_exceptions(at)
-    [sweep] = store.sweeps()
-    at = wait_until(at, lambda a: not any(h.active for h in _handles(store)))
+    [sweep] = _handles(store)
+    assert sweep.wait(timeout=300)
     at.run()
     no_exceptions(at)
     info = store.sweep(sweep.sweep_id)
@@ -164,16 +164,15 @@ def test_cancel_stops_a_running_sweep(store: Store) -> None:
     at = small_design(sweeps_page(), replications=20, exchanges=4000, participants=40)
     at.button(key="sw_launch").click().run()
     no_exceptions(at)
-    [sweep] = store.sweeps()
-    cancel = at.button(key=f"cancel_{sweep.sweep_id}")
+    [handle] = _handles(store)
+    cancel = at.button(key=f"cancel_{handle.sweep_id}")
     assert not cancel.disabled
     cancel.click().run()
-    handle = next(h for h in _handles(store) if h.sweep_id == sweep.sweep_id)
     assert handle.cancel_requested
     assert handle.wait(timeout=120)
     at.run()
     no_exceptions(at)
-    info = store.sweep(sweep.sweep_id)
+    info = store.sweep(handle.sweep_id)
     assert info.status == "cancelled"
     assert info.meta["runs_done"] < 40
     assert "cancelled" in unescaped(next(m.value for m in at.markdown if "sampler" in m.value))
