@@ -293,6 +293,9 @@ def test_each_run_of_a_sweep_is_an_ordinary_run_that_knows_its_point(finished: t
     assert con.execute("SELECT status, runs_done, runs_planned FROM sweeps WHERE sweep_id = ?",
                        [sweep_id]).fetchall() == [("completed", 8, 8)]
     assert con.execute("SELECT count(DISTINCT run_id) FROM run_metrics").fetchone()[0] == 8
+    # Its runs were packed into one file per table when it ended, and read the same from there.
+    assert {r.meta["manifest"]["pack"] for r in store.runs()} == {f"{sweep_id}-0000"}
+    assert con.execute("SELECT count(DISTINCT run_id) FROM exchanges").fetchone()[0] == 8
 
 
 def test_show_reports_each_point_with_n_replications_and_the_paired_difference(finished: tuple[Store, str]) -> None:

@@ -33,7 +33,7 @@ from commonpool.config import SimulationConfig, validation_problems
 from commonpool.experiments.executor import Executor, make_executor
 from commonpool.experiments.spec import ExperimentSpec, SpecError, config_fields, draw_points, parse_spec
 from commonpool.experiments.task import RunTask, TaskResult, run_seed
-from commonpool.store import Store, _proc
+from commonpool.store import RunInfo, Store, _proc
 from commonpool.store.durable import write_json_atomic
 from commonpool.store.writer import check_run_id
 
@@ -41,6 +41,10 @@ from commonpool.store.writer import check_run_id
 ATTEMPTS = 2
 # How often sweep.json's counters are rewritten while results come in.
 _RECORD_EVERY_S = 0.5
+# Completed runs are packed (Store.pack: one file per table for many runs) in batches
+# of this many, and the rest when the sweep stops, so queries over a sweep of
+# thousands of runs open a few files per table instead of one per run.
+PACK_EVERY = 500
 
 
 @dataclass
@@ -221,10 +225,27 @@ def _driver(executor: Executor) -> dict[str, Any]:
             "pid": pid, "pid_start_time": _proc.process_start_time(pid), "host": _proc.hostname()}
 
 
-def _completed_runs(store: Store, sweep_id: str) -> dict[str, float]:
-    """The sweep's completed runs and what each spent on LLM calls."""
-    return {r.run_id: float(r.meta.get("cost_usd") or 0.0) for r in store.runs()
-            if r.status == "completed" and r.meta.get("sweep_id") == sweep_id}
+def _completed_runs(store: Store, sweep_id: str) -> dict[str, RunInfo]:
+    return {r.run_id: r for r in store.runs() if r.status == "completed" and r.meta.get("sweep_id") == sweep_id}
+
+
+class _Packer:
+    """Packs the sweep's completed runs in batches, numbering its packs <sweep_id>-0000, -0001, ..."""
+
+    def __init__(self, store: Store, sweep_id: str, unpacked: list[str]) -> None:
+        self.store, self.sweep_id, self.unpacked = store, sweep_id, unpacked
+        self.next = sum(1 for p in (store.root / "packs").glob(f"{sweep_id}-*")) if (store.root / "packs").is_dir() else 0
+
+    def add(self, run_id: str) -> None:
+        self.unpacked.append(run_id)
+        if len(self.unpacked) >= PACK_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if len(self.unpacked) > 1:  # one run is already one file per table
+            self.store.pack(self.unpacked, f"{self.sweep_id}-{self.next:04d}")
+            self.next += 1
+        self.unpacked = []
 
 
 @dataclass
@@ -295,7 +316,9 @@ def _execute(
     done_before = _completed_runs(store, sweep_id)
     queue = deque(k for k in range(len(runs)) if runs.run_id(k) not in done_before)
     base = parse_spec(record.info["spec"]).base
-    share = LLMShare(int(base.get("concurrency", 8)), base.get("budget_usd"), sum(done_before.values()))
+    share = LLMShare(int(base.get("concurrency", 8)), base.get("budget_usd"),
+                     sum(float(r.meta.get("cost_usd") or 0.0) for r in done_before.values()))
+    packer = _Packer(store, sweep_id, [r.run_id for r in done_before.values() if not r.meta.get("manifest", {}).get("pack")])
     attempts: dict[int, int] = {}
     by_run: dict[str, int] = {}
     failures: dict[str, str] = {}
@@ -342,6 +365,7 @@ def _execute(
             if result.status == "completed":
                 done += 1
                 finished_now += 1
+                packer.add(result.run_id)
             elif result.status == "lost" and attempts[k] < ATTEMPTS:
                 queue.appendleft(k)
             else:
@@ -360,6 +384,7 @@ def _execute(
         if status == "cancelled" and error is None:
             _wind_down(executor, in_flight)
         executor.close()
+        packer.flush()
         if error != "KeyboardInterrupt":
             if status == "completed" and failures:
                 status, error = "failed", f"{len(failures)} of {len(runs)} runs failed"
