@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from commonpool.store.schema import RUNS, TABLES
+from commonpool.store.schema import RUNS, SWEEPS, TABLES
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -18,9 +18,9 @@ def _row(table: str) -> str:
     return match.group(0)
 
 
-@pytest.mark.parametrize("table", [*TABLES, "runs"])
+@pytest.mark.parametrize("table", [*TABLES, "runs", "sweeps"])
 def test_every_public_column_is_documented(table: str) -> None:
-    schema = RUNS if table == "runs" else TABLES[table]
+    schema = {"runs": RUNS, "sweeps": SWEEPS}.get(table) or TABLES[table]
     row = _row(table)
     missing = [c for c in schema.names if c != "run_id" and f"`{c}`" not in row]
     assert not missing, f"{table}: undocumented columns {missing}"
