@@ -509,8 +509,9 @@ def conditions_chart(conditions: pd.DataFrame, metric: str, level: float = 0.95)
         color=alt.Color("condition:N", title="condition", sort=order, legend=None),
         tooltip=tooltip,
     )
-    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=metric, scale=alt.Scale(zero=False)),
-                                                x2="ci_high:Q")
-    means = base.mark_point(filled=True, size=90).encode(x="mean:Q")
+    # stack=None: with a colour per condition Vega-Lite would otherwise stack the intervals end to end.
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=metric, scale=alt.Scale(zero=False), stack=None), x2="ci_high:Q")
+    means = base.mark_point(filled=True, size=90).encode(x=alt.X("mean:Q", stack=None))
     return alt.layer(bars, means).properties(
-        title=f"{metric}: mean and {level:.0%} CI per condition", height=90 + 40 * len(order))
+        title=f"{metric}: mean and {level:.0%} CI per condition", height=110 + 40 * len(order))
