@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from SALib.sample import morris as salib_morris
-from SALib.sample import sobol as salib_sobol
-from scipy.stats import qmc
+
+# SciPy and SALib are imported by the samplers that use them: together they take
+# over a second to import, which every `commonpool` command would otherwise pay.
 
 DISTRIBUTIONS = ("uniform", "loguniform")
 
@@ -158,6 +158,8 @@ def lhs(factors: Sequence[Factor], n: int, seed: int) -> list[Point]:
     strata holds exactly one point (McKay, Beckman & Conover 1979)."""
     _check_factors(factors)
     _check_count("n", n)
+    from scipy.stats import qmc
+
     return from_unit(factors, qmc.LatinHypercube(d=len(factors), rng=seed).random(n))
 
 
@@ -178,6 +180,8 @@ def sobol_unit(factors: Sequence[Factor], n: int, seed: int, calc_second_order: 
     if n & (n - 1):
         # Sobol' sequences keep their balance only at powers of 2.
         raise ValueError(f"samples (n) must be a power of 2, e.g. 64, got {n}")
+    from SALib.sample import sobol as salib_sobol
+
     return salib_sobol.sample(problem(factors), n, calc_second_order=calc_second_order, scramble=True, seed=seed)
 
 
@@ -192,6 +196,8 @@ def morris_unit(factors: Sequence[Factor], n_trajectories: int, seed: int, num_l
     if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, int) or n_trajectories < 2:
         raise ValueError(f"n_trajectories must be an integer >= 2 (sigma needs two), got {n_trajectories!r}")
     _check_num_levels(num_levels)
+    from SALib.sample import morris as salib_morris
+
     return salib_morris.sample(problem(factors), n_trajectories, num_levels=num_levels, seed=seed)
 
 

@@ -116,6 +116,8 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(f"samples: sampler {self.sampler} needs a number of samples")
             if not self.factors:
                 raise ValueError(f"factors: sampler {self.sampler} needs at least one factor")
+            if self.sampler == "morris" and self.samples < 2:
+                raise ValueError("samples: morris needs at least 2 trajectories (sigma needs two)")
         return self
 
     def factor_list(self) -> list[Levels | Range]:
