@@ -13,7 +13,7 @@ import streamlit as st
 
 from commonpool import charts
 from commonpool.config import SimulationConfig
-from commonpool.experiments import analysis, form, results
+from commonpool.experiments import form, results
 from commonpool.experiments.background import SweepHandle
 from commonpool.experiments.executor import default_workers
 from commonpool.experiments.spec import SAMPLERS, ExperimentSpec, SpecError, parse_spec
@@ -313,18 +313,6 @@ def load_results(root: str, sweep_id: str, version: str) -> results.SweepData:
     return results.load(store(), sweep_id)
 
 
-def factor_summary(data: results.SweepData, factor: str) -> pd.DataFrame:
-    """results.by_factor, with a continuous factor's values pooled into equal-width bins (labelled by their middle)."""
-    values = data.outcomes[factor]
-    continuous = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if values.nunique() <= MAX_FACTOR_VALUES or not continuous:
-        return results.by_factor(data, factor)
-    bins = pd.cut(values, bins=10)
-    middle = bins.map(lambda interval: interval.mid).astype(float)
-    outcomes = data.outcomes.drop(columns=analysis.factor_columns(data.outcomes)).assign(**{factor: middle})
-    return analysis.summarize(outcomes, by=[factor])
-
-
 def status_line(info: SweepInfo) -> str:
     meta = info.meta
     text = (f"{info.status} · {meta.get('sampler')} sampler · {meta.get('points')} points × "
@@ -372,7 +360,7 @@ def show_results() -> None:
     if data.factors:
         st.subheader("Metric by factor")
         factor = st.selectbox("Factor", data.factors, key="sw_factor") if len(data.factors) > 1 else data.factors[0]
-        by_factor = factor_summary(data, factor)
+        by_factor = results.by_factor(data, factor, bins=MAX_FACTOR_VALUES)
         st.altair_chart(charts.metric_by_factor_chart(by_factor, factor, metric), width="stretch")
         if by_factor[by_factor["metric"] == metric]["n"].max() < 2:
             st.caption("One run per value: a confidence interval needs at least two (add replications).")

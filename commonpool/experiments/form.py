@@ -18,28 +18,20 @@ from typing import Any
 import pandas as pd
 
 from commonpool.config import SimulationConfig
-from commonpool.experiments.spec import _NOT_FACTORS, EXCHANGES, SpecError, parse_vary
+from commonpool.experiments import spec
+from commonpool.experiments.spec import SpecError, parse_vary
 
 FACTOR_COLUMNS = ("name", "kind", "values", "low", "high", "step", "distribution")
 KINDS = ("levels", "range")
 DISTRIBUTIONS = ("uniform", "loguniform")
 
-# The factors a person usually varies come first in the editor's list; the rest
-# (LLM settings and such) follow alphabetically.
-_USUAL = (EXCHANGES, "num_participants", "max_turns", "facilitator", "pairing", "need_weight")
-_MIX_PREFIX = "personalities."
-
-
 def factor_names(base: dict[str, Any]) -> list[str]:
-    """Every name a factor may have over this base: config fields, `exchanges`,
-    and `personalities.NAME` for each personality of the base's mix."""
+    """spec.factor_names over the form's base (the default config while the base is not valid)."""
     try:
         config = SimulationConfig.model_validate(base)
     except ValueError:
         config = SimulationConfig()
-    fields = sorted(set(SimulationConfig.model_fields) - _NOT_FACTORS - set(_USUAL))
-    mix = [f"{_MIX_PREFIX}{name}" for name in config.personality_names()]
-    return [*_USUAL, *mix, *fields]
+    return spec.factor_names(config)
 
 
 def _blank(value: object) -> bool:

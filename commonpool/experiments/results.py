@@ -74,9 +74,20 @@ def summary(data: SweepData, level: float = 0.95, bootstrap: int = 0) -> pd.Data
     return analysis.summarize(data.outcomes, by=by, level=level, bootstrap=bootstrap, seed=int(data.spec.seed or 0))
 
 
-def by_factor(data: SweepData, factor: str, level: float = 0.95) -> pd.DataFrame:
-    """Every metric against one factor, pooling the other factors: for a chart of a metric and its CI band."""
-    return analysis.summarize(data.outcomes, by=[factor], level=level)
+def by_factor(data: SweepData, factor: str, level: float = 0.95, bins: int | None = None) -> pd.DataFrame:
+    """Every metric against one factor, pooling the other factors: for a chart of a metric and its CI band.
+
+    With bins, a numeric factor with more distinct values than that (a continuous
+    factor of a random, LHS or Sobol design) is pooled into that many equal-width
+    bins, each labelled by its middle.
+    """
+    outcomes = data.outcomes
+    values = outcomes[factor]
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if bins is not None and numeric and values.nunique() > bins:
+        middle = pd.cut(values, bins=bins).map(lambda interval: interval.mid).astype(float)
+        outcomes = outcomes.drop(columns=analysis.factor_columns(outcomes)).assign(**{factor: middle})
+    return analysis.summarize(outcomes, by=[factor], level=level)
 
 
 def paired_comparisons(data: SweepData, level: float = 0.95) -> dict[str, pd.DataFrame]:

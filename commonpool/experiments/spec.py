@@ -97,8 +97,7 @@ class ExperimentSpec(BaseModel):
         except ValidationError as exc:
             field, problem = validation_problems(exc)[0]
             raise ValueError(f"base: {problem}") from None
-        known = {f"{_MIX_PREFIX}{name}" for name in base.personality_names()}
-        allowed = sorted({*SimulationConfig.model_fields} - _NOT_FACTORS | {EXCHANGES} | known)
+        allowed = sorted(factor_names(base))
         for name, factor in self.factors.items():
             if name not in allowed:
                 raise ValueError(f"factors.{name}: not a factor; allowed: {', '.join(allowed)}")
@@ -130,6 +129,18 @@ class ExperimentSpec(BaseModel):
                 factors.append(Range(name, factor.low, factor.high, integer=_is_integer(name), step=factor.step,
                                      distribution=factor.distribution))
         return factors
+
+
+# The factors a person usually varies, first in lists of factor names (the dashboard's editor).
+USUAL_FACTORS = (EXCHANGES, "num_participants", "max_turns", "facilitator", "pairing", "need_weight")
+
+
+def factor_names(base: SimulationConfig) -> list[str]:
+    """Every name a factor may have over this base: the usual ones first, each
+    personality weight of its mix (`personalities.NAME`), then the other config fields."""
+    fields = sorted(set(SimulationConfig.model_fields) - _NOT_FACTORS - set(USUAL_FACTORS))
+    mix = [f"{_MIX_PREFIX}{name}" for name in base.personality_names()]
+    return [*USUAL_FACTORS, *mix, *fields]
 
 
 def _is_integer(name: str) -> bool:
