@@ -1,4 +1,4 @@
-"""Runs in the background: one thread per run, watched and cancelled by handle.
+"""Work in the background: one thread per run (or sweep), watched and cancelled by handle.
 
 The dashboard starts a run and returns at once; the page then polls the
 handle. The registry lives as long as the process that created it (the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from commonpool.config import SimulationConfig
 from commonpool.engine import RunProgress, RunResult, resolve, run_simulation
@@ -21,17 +21,18 @@ from commonpool.store import Store
 HandleStatus = Literal["starting", "running", "completed", "cancelled", "failed"]
 
 
-@dataclass
-class RunHandle:
-    """One background run: its latest progress, and how it ended."""
+@dataclass(kw_only=True)
+class Job:
+    """Work in a background thread: its latest progress, and how it ended.
 
-    run_id: str
-    config: SimulationConfig
-    store: Store
-    progress: RunProgress | None = None
+    A subclass says what the work is (_run: called with the progress callback and
+    the cancel check, returns the result) and how a result ends (_ended).
+    """
+
+    progress: Any = None
     status: HandleStatus = "starting"
     error: str | None = None
-    result: RunResult | None = None
+    result: Any = None
     started_at: float = field(default_factory=time.time)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -41,7 +42,7 @@ class RunHandle:
         return self.status in ("starting", "running")
 
     def cancel(self) -> None:
-        """Ask the engine to stop before its next round; the run is stored as cancelled."""
+        """Ask the work to stop at its next round; what it did is stored as cancelled."""
         self._cancel.set()
 
     @property
@@ -49,55 +50,85 @@ class RunHandle:
         return self._cancel.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ends (or timeout seconds pass); True if it ended."""
+        """Block until the work ends (or timeout seconds pass); True if it ended."""
         if self._thread is None:
             return not self.active
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _run(self) -> Any:
+        raise NotImplementedError
+
+    def _ended(self, result: Any) -> tuple[HandleStatus, str | None]:
+        """The handle's status and error for a result."""
+        return result.status, result.error
+
     def _work(self) -> None:
         self.status = "running"
         try:
-            result = run_simulation(
-                self.config, self.store, progress=self._on_progress, should_stop=self._cancel.is_set
-            )
+            result = self._run()
         except Exception as exc:  # the thread is the last place that can report it
             self.error = f"{type(exc).__name__}: {exc}"
             self.status = "failed"
             return
         self.result = result
-        self.error = result.error
-        self.status = result.status  # type: ignore[assignment]  # completed, cancelled or failed
+        self.status, self.error = self._ended(result)
 
-    def _on_progress(self, progress: RunProgress) -> None:
+    def _on_progress(self, progress: Any) -> None:
         self.progress = progress
 
 
-class Runner:
-    """The runs this process started, by run id."""
+J = TypeVar("J", bound=Job)
+
+
+class Jobs(Generic[J]):
+    """The jobs this process started, by id."""
 
     def __init__(self) -> None:
-        self._handles: dict[str, RunHandle] = {}
+        self._handles: dict[str, J] = {}
         self._lock = threading.Lock()
+
+    def _launch(self, key: str, handle: J, what: str) -> J:
+        with self._lock:
+            if key in self._handles and self._handles[key].active:
+                raise ValueError(f"a {what} named {key!r} is already running")
+            # Daemon: a dashboard shutting down should not wait for long work;
+            # the store then shows it as interrupted.
+            handle._thread = threading.Thread(target=handle._work, name=f"{what}-{key}", daemon=True)
+            self._handles[key] = handle
+        handle._thread.start()
+        return handle
+
+    def get(self, key: str) -> J | None:
+        return self._handles.get(key)
+
+    def handles(self) -> list[J]:
+        """Every job started here, newest first."""
+        return sorted(self._handles.values(), key=lambda h: h.started_at, reverse=True)
+
+
+@dataclass(kw_only=True)
+class RunHandle(Job):
+    """One background run."""
+
+    run_id: str
+    config: SimulationConfig
+    store: Store
+    progress: RunProgress | None = None
+    result: RunResult | None = None
+
+    def _run(self) -> RunResult:
+        return run_simulation(self.config, self.store, progress=self._on_progress, should_stop=self._cancel.is_set)
+
+
+class Runner(Jobs[RunHandle]):
+    """The runs this process started, by run id."""
 
     def start(self, config: SimulationConfig, store: Store) -> RunHandle:
         """Start config in a background thread; the run id is fixed before this returns."""
         config = resolve(config)
         run_id = str(config.simulation_id)
-        with self._lock:
-            if run_id in self._handles and self._handles[run_id].active:
-                raise ValueError(f"simulation_id: a run named {run_id!r} is already running")
-            handle = RunHandle(run_id=run_id, config=config, store=store)
-            # Daemon: a dashboard shutting down should not wait for a long run;
-            # the store then shows the run as interrupted.
-            handle._thread = threading.Thread(target=handle._work, name=f"run-{run_id}", daemon=True)
-            self._handles[run_id] = handle
-        handle._thread.start()
-        return handle
-
-    def get(self, run_id: str) -> RunHandle | None:
-        return self._handles.get(run_id)
-
-    def handles(self) -> list[RunHandle]:
-        """Every run started here, newest first."""
-        return sorted(self._handles.values(), key=lambda h: h.started_at, reverse=True)
+        try:
+            return self._launch(run_id, RunHandle(run_id=run_id, config=config, store=store), "run")
+        except ValueError as exc:
+            raise ValueError(f"simulation_id: {exc}") from None

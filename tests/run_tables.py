@@ -7,11 +7,8 @@ from commonpool.store.schema import TABLES
 
 
 def run_tables(store: Store, run_id: str) -> dict[str, list[tuple]]:
-    """Every public table's rows of one run, without run_id, in a canonical order.
-
-    run_metrics' values are rounded to 12 significant digits: they are float
-    aggregates whose last bit depends on DuckDB's summation order.
-    """
+    """Every public table's rows of one run, without run_id, in a canonical order
+    (run_metrics exactly: its float aggregates add rows in a fixed order)."""
     con = store.connect()
     try:
         out = {}
@@ -22,5 +19,4 @@ def run_tables(store: Store, run_id: str) -> dict[str, list[tuple]]:
             ).fetchall()
     finally:
         con.close()
-    out["run_metrics"] = [(metric, float(f"{value:.12g}")) for metric, value in out["run_metrics"]]
     return out

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commonpool import SimulationConfig, run_simulation
-from commonpool.store import TABLES, Store
+from commonpool.store import Store
+from run_tables import run_tables
 
 
 def test_completed_run_has_exactly_the_drawn_number_of_exchanges(simulate, store: Store) -> None:
@@ -68,24 +69,12 @@ def test_no_running_balance_goes_below_zero_at_any_exchange(simulate, store: Sto
     assert negative == 0
 
 
-def _tables(store: Store, run_id: str) -> dict[str, list[tuple]]:
-    """Every table of the run, exactly (run_metrics included: its float aggregates are ordered)."""
-    con = store.connect()
-    out = {}
-    for name in TABLES:
-        columns = [c for c in TABLES[name].names if c != "run_id"]
-        out[name] = con.execute(
-            f"SELECT {', '.join(columns)} FROM {name} WHERE run_id = ? ORDER BY ALL", parameters=[run_id]
-        ).fetchall()
-    return out
-
-
-def test_same_seed_and_config_give_identical_tables(tmp_path) -> None:
+def test_same_seed_and_config_give_identicalrun_tables(tmp_path) -> None:
     config = dict(seed=11, num_participants=16, min_exchanges=100, max_exchanges=200, pairing="need")
     a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
     ra = run_simulation(SimulationConfig(simulation_id="same", **config), a)
     rb = run_simulation(SimulationConfig(simulation_id="same", **config), b)
-    ta, tb = _tables(a, ra.run_id), _tables(b, rb.run_id)
+    ta, tb = run_tables(a, ra.run_id), run_tables(b, rb.run_id)
     assert sum(len(rows) for rows in ta.values()) > 500
     assert ta == tb
 
@@ -114,7 +103,7 @@ def test_run_metrics_are_one_value_per_metric_however_often_computed(simulate, s
 
 def test_different_seeds_give_different_runs(tmp_path) -> None:
     runs = [run_simulation(SimulationConfig(seed=s, simulation_id=f"s{s}"), Store(tmp_path / str(s))) for s in (1, 2)]
-    assert _tables(Store(tmp_path / "1"), runs[0].run_id) != _tables(Store(tmp_path / "2"), runs[1].run_id)
+    assert run_tables(Store(tmp_path / "1"), runs[0].run_id) != run_tables(Store(tmp_path / "2"), runs[1].run_id)
 
 
 def test_facilitator_off_is_a_control_run_without_advice(simulate, store: Store) -> None:
