@@ -7,6 +7,7 @@ Prints rows/s, compaction time and peak RSS. Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import tempfile
@@ -95,7 +96,9 @@ def main() -> None:
         t1 = time.perf_counter()
         writer.close("completed")
         t_close = time.perf_counter() - t1
-        size = sum(p.stat().st_size for p in Path(tmp).rglob("*.parquet")) / 2**20
+        # The committed files only: the parts they replace wait in the trash for the grace period.
+        tables = json.loads((Path(tmp) / "runs" / "bench" / "run.json").read_text())["manifest"]["tables"]
+        size = sum(entry["base_bytes"] + entry["parts_bytes"] for entry in tables.values()) / 2**20
         print(f"close (compaction): {t_close:.2f} s; compacted files {size:.0f} MiB")
         print(f"peak RSS after writing and compacting: {peak_rss_mib():.0f} MiB")
         store = Store(Path(tmp))

@@ -1,6 +1,7 @@
 """Run store at sweep scale: 10,000 small runs, before and after packing.
 
-Prints: Store.runs() and `commonpool runs list` over all runs, connect() to all
+Prints wall and CPU time (CPU is the steadier figure when other work shares the
+machine): Store.runs() and `commonpool runs list` over all runs, connect() to all
 runs and to one, a sweep-summary query (avg value per metric over run_metrics
 of every run) and a one-run query, then the same after Store.pack() of every run,
 and the pack's own time. Usage:
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -32,14 +34,20 @@ from commonpool.store import Store  # noqa: E402
 SUMMARY = "SELECT metric, avg(value) AS mean, count(*) AS runs FROM run_metrics GROUP BY metric ORDER BY metric"
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children: steadier than wall time on a busy machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(label: str, work: Callable[[], Any], repeat: int = 3) -> Any:
-    """The best of repeat timings (the first also warms the page cache)."""
-    best, result = float("inf"), None
+    """The best of repeat timings, wall and CPU (the first run also warms the page cache)."""
+    wall, cpu, result = float("inf"), float("inf"), None
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), cpu_seconds()
         result = work()
-        best = min(best, time.perf_counter() - started)
-    print(f"  {label:<58} {best * 1000:>9,.0f} ms")
+        wall, cpu = min(wall, time.perf_counter() - started), min(cpu, cpu_seconds() - started_cpu)
+    print(f"  {label:<58} {wall * 1000:>9,.0f} ms wall {cpu * 1000:>9,.0f} ms CPU")
     return result
 
 
@@ -58,11 +66,21 @@ def make_store(root: Path, runs: int) -> list[str]:
     return ids
 
 
+def read_every_run_json(root: Path) -> None:
+    for entry in os.scandir(root / "runs"):
+        with open(os.path.join(entry.path, "run.json"), encoding="utf-8") as f:
+            json.loads(f.read())
+
+
 def measure(store: Store, one: str) -> None:
+    timed("floor: read and parse every run.json, nothing else", lambda: read_every_run_json(store.root))
     timed("Store.runs()", store.runs)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "commonpool", "--store", str(store.root), "runs", "list"]
     timed("`commonpool runs list` (a whole process)", lambda: subprocess.run(cli, env=env, capture_output=True, check=True))
+    empty = [*cli[:4], str(store.root / "no-such-store"), *cli[5:]]
+    timed("  the same process on an empty store (start-up, imports)",
+          lambda: subprocess.run(empty, env=env, capture_output=True, check=True))
     timed("connect() to every run", lambda: store.connect().close())
     timed(f"connect([{one!r}])", lambda: store.connect([one]).close())
     rows = timed("sweep summary over every run (connect + query)", lambda: store.query(SUMMARY))
@@ -84,9 +102,7 @@ def main() -> None:
     store = Store(root)
     print("before packing:")
     measure(store, ids[len(ids) // 2])
-    started = time.perf_counter()
-    store.pack(ids, "bench")
-    print(f"Store.pack() of {len(ids):,} runs: {time.perf_counter() - started:.1f} s")
+    timed(f"Store.pack() of {len(ids):,} runs", lambda: store.pack(ids, "bench"), repeat=1)
     print("after packing (own files still in the trash, as within the grace period):")
     measure(store, ids[len(ids) // 2])
     if args.store is None:

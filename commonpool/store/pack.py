@@ -114,6 +114,7 @@ def _write_pack_files(folder: Path, members: Sequence[_Run]) -> dict[str, dict[s
     """One durable file per table with rows; pack.json's entries for them."""
     tables: dict[str, dict[str, object]] = {}
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")  # a library call must not draw on the terminal
     try:
         for table in TABLES:
             files = [f for run in members if table in run.committed.tables  # type: ignore[union-attr]
