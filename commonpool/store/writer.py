@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -359,7 +360,7 @@ class RunWriter:
         if self._broken is not None:
             raise RuntimeError(f"run {self.run_id!r} stopped after a failed write: {self._broken}")
 
-    def _guarded(self, write: Any) -> None:
+    def _guarded(self, write: Callable[[], None]) -> None:
         """Run a write; if it fails, drop everything uncommitted and refuse further writes."""
         try:
             write()
