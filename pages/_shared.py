@@ -77,6 +77,16 @@ def pick_run(runs: list[RunInfo], label: str = "Run", key: str = "run") -> RunIn
     return runs[ids.index(chosen)]
 
 
+def pick_sweep(sweeps: list[SweepInfo], key: str) -> SweepInfo:
+    """A sweep chosen in a selectbox, kept in the URL (?sweep=...) like pick_run's run."""
+    ids = [s.sweep_id for s in sweeps]
+    wanted = st.query_params.get("sweep")
+    chosen = st.selectbox("Sweep", ids, index=ids.index(wanted) if wanted in ids else 0, key=key,
+                          format_func=lambda sweep_id: sweep_label(sweeps[ids.index(sweep_id)]))
+    st.query_params["sweep"] = chosen
+    return sweeps[ids.index(chosen)]
+
+
 def data_version(info: RunInfo) -> str:
     """Changes whenever the run's stored rows may have changed, so cached figures stay true."""
     meta = info.meta

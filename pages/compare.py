@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import charts, metrics
-from pages._shared import data_version, metric, plain, run_label, show_table, store, sweep_label
+from pages._shared import data_version, metric, pick_sweep, plain, run_label, show_table, store
 
 MODES = ("Runs", "Conditions of a sweep")
 HEADLINE_METRICS = ("welfare_change", "acceptance_rate", "need_fulfilment_final", "gini_utility_final")
@@ -52,12 +52,7 @@ def compare_conditions() -> None:
     if not sweeps:
         st.info("No sweeps yet: design and launch one on the Sweeps page, or run `commonpool sweep run SPEC.toml`.")
         st.stop()
-    by_id = {s.sweep_id: s for s in sweeps}
-    ids = list(by_id)
-    wanted = st.query_params.get("sweep")
-    sweep_id = st.selectbox("Sweep", ids, index=ids.index(wanted) if wanted in ids else 0, key="compare_sweep",
-                            format_func=lambda i: sweep_label(by_id[i]))
-    st.query_params["sweep"] = sweep_id
+    sweep_id = pick_sweep(sweeps, key="compare_sweep").sweep_id
     data = results.load(store(), sweep_id)
     if data.outcomes.empty:
         st.info("This sweep has no completed runs yet.")

@@ -19,7 +19,7 @@ from commonpool.experiments.executor import default_workers
 from commonpool.experiments.spec import SAMPLERS, ExperimentSpec, SpecError, parse_spec
 from commonpool.experiments.sweep import plan
 from commonpool.store import SweepInfo
-from pages._shared import downloads, plain, show_table, store, sweep_label, sweep_runner
+from pages._shared import downloads, pick_sweep, plain, show_table, store, sweep_runner
 
 POLL_SECONDS = 1.0
 VIEWS = ("Design and launch", "Results")
@@ -329,13 +329,8 @@ def show_results() -> None:
         st.info("No sweeps yet: design one under Design and launch (the default is a small facilitator on/off "
                 "experiment), load a spec from data/samples/, or run `commonpool sweep run SPEC.toml`.")
         return
-    by_id = {s.sweep_id: s for s in sweeps}
-    ids = list(by_id)
-    wanted = st.query_params.get("sweep")
-    chosen = st.selectbox("Sweep", ids, index=ids.index(wanted) if wanted in ids else 0, key="sw_pick",
-                          format_func=lambda i: sweep_label(by_id[i]))
-    st.query_params["sweep"] = chosen
-    info = by_id[chosen]
+    info = pick_sweep(sweeps, key="sw_pick")
+    chosen = info.sweep_id
     st.markdown(plain(status_line(info)))
     if info.status == "running":
         st.warning("This sweep is still going: the results cover the runs completed so far.")
