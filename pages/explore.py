@@ -24,7 +24,7 @@ if info is None:
     st.info("No runs yet: start one on the New simulation page.")
     st.stop()
 run_id = info.run_id
-con = store().connect()
+con = store().connect([run_id])  # this run's files only, however many runs the store holds
 version = data_version(info)
 
 
@@ -165,7 +165,7 @@ with tabs[7]:
     st.dataframe(shown.rows, hide_index=True)
 
     def whole_log() -> pd.DataFrame:
-        return log_page(store().connect(), run_id, outcomes, who, personality, limit=max(total, 1)).rows
+        return log_page(store().connect([run_id]), run_id, outcomes, who, personality, limit=max(total, 1)).rows
 
     downloads(whole_log, f"{run_id}-exchanges", "dl_log")
 
