@@ -17,7 +17,7 @@ from commonpool.experiments import form, results
 from commonpool.experiments.background import SweepHandle
 from commonpool.experiments.executor import default_workers
 from commonpool.experiments.spec import SAMPLERS, ExperimentSpec, SpecError, parse_spec
-from commonpool.experiments.sweep import plan
+from commonpool.experiments.sweep import plan, sweep_runs
 from commonpool.store import SweepInfo
 from pages._shared import downloads, pick_sweep, plain, show_table, store, sweep_runner
 
@@ -420,7 +420,7 @@ def show_results() -> None:
 
 
 def show_runs(sweep_id: str, data: results.SweepData) -> None:
-    runs = [r for r in store().runs() if r.meta.get("sweep_id") == sweep_id]
+    runs = sweep_runs(store(), sweep_id)
     if not runs:
         st.info("No runs of this sweep are stored yet.")
         return

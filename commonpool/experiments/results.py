@@ -17,7 +17,7 @@ import pandas as pd
 
 from commonpool.experiments import analysis
 from commonpool.experiments.spec import ExperimentSpec, parse_spec
-from commonpool.experiments.sweep import sweep_dir
+from commonpool.experiments.sweep import sweep_dir, sweep_runs
 from commonpool.store import Store
 
 
@@ -46,7 +46,7 @@ def load(store: Store, sweep_id: str) -> SweepData:
     spec = parse_spec(info.meta["spec"])
     design = json.loads((sweep_dir(store, sweep_id) / "design.json").read_text())
     points: list[dict[str, Any]] = design["points"]
-    run_ids = [r.run_id for r in store.runs() if r.meta.get("sweep_id") == sweep_id and r.status == "completed"]
+    run_ids = [r.run_id for r in sweep_runs(store, sweep_id) if r.status == "completed"]
     frame = _metrics_of(store, run_ids)
     factor_frame = pd.DataFrame(points, columns=list(spec.factors)) if spec.factors else pd.DataFrame(index=range(len(points)))
     factor_frame["point_id"] = range(len(points))

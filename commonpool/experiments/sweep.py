@@ -225,8 +225,13 @@ def _driver(executor: Executor) -> dict[str, Any]:
             "pid": pid, "pid_start_time": _proc.process_start_time(pid), "host": _proc.hostname()}
 
 
+def sweep_runs(store: Store, sweep_id: str) -> list[RunInfo]:
+    """The sweep's runs: only folders named as its runs are read, however many runs the store holds."""
+    return [r for r in store.runs(prefix=f"{sweep_id}-p") if r.meta.get("sweep_id") == sweep_id]
+
+
 def _completed_runs(store: Store, sweep_id: str) -> dict[str, RunInfo]:
-    return {r.run_id: r for r in store.runs() if r.status == "completed" and r.meta.get("sweep_id") == sweep_id}
+    return {r.run_id: r for r in sweep_runs(store, sweep_id) if r.status == "completed"}
 
 
 class _Packer:

@@ -370,8 +370,8 @@ class Store:
         """The store named by COMMONPOOL_STORE, else data/."""
         return cls(Path(os.environ.get("COMMONPOOL_STORE", "data")))
 
-    def _child_dirs(self, folder: str, names: Sequence[str] | None = None) -> list[Path]:
-        """Folders directly under root/folder (all, or those of the given names that exist)."""
+    def _child_dirs(self, folder: str, names: Sequence[str] | None = None, prefix: str = "") -> list[Path]:
+        """Folders directly under root/folder (all, those whose name starts with prefix, or those of the given names that exist)."""
         parent = self.root / folder
         if names is not None:
             # Only plain names: an id like "../x" must not reach outside the folder.
@@ -382,9 +382,10 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return []
         # Hidden folders are never runs (ids cannot start with "."), e.g. a half-made copy.
-        return [parent / n for n in sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))]
+        return [parent / n for n in sorted(e.name for e in entries
+                                           if e.name.startswith(prefix) and e.is_dir() and not e.name.startswith("."))]
 
-    def _scan(self, run_ids: Sequence[str] | None = None) -> tuple[list[_Run], dict[str, _Pack]]:
+    def _scan(self, run_ids: Sequence[str] | None = None, prefix: str = "") -> tuple[list[_Run], dict[str, _Pack]]:
         packs: dict[str, _Pack] = {}
 
         def pack(pack_id: str) -> _Pack:
@@ -392,12 +393,13 @@ class Store:
                 packs[pack_id] = _scan_pack(self.root / "packs" / pack_id)
             return packs[pack_id]
 
-        runs = [run for d in self._child_dirs("runs", run_ids) if (run := _scan_run(d, pack)) is not None]
+        runs = [run for d in self._child_dirs("runs", run_ids, prefix) if (run := _scan_run(d, pack)) is not None]
         return runs, packs
 
-    def runs(self) -> list[RunInfo]:
-        """Every run, newest first (damaged ones included, with the reason in meta["error"])."""
-        runs, _ = self._scan()
+    def runs(self, prefix: str = "") -> list[RunInfo]:
+        """Every run (or every run whose id starts with prefix, e.g. a sweep's), newest first
+        (damaged ones included, with the reason in meta["error"])."""
+        runs, _ = self._scan(prefix=prefix)
         return _newest_first([r.info for r in runs], lambda i: (i.started_at or "", i.run_id))
 
     def has_run(self, run_id: str) -> bool:
