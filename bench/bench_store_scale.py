@@ -6,8 +6,10 @@ runs and to one, a sweep-summary query (avg value per metric over run_metrics
 of every run) and a one-run query, then the same after Store.pack() of every run,
 and the pack's own time. Usage:
     .venv/bin/python bench/bench_store_scale.py [--runs 10000] [--store PATH]
-The runs are copies of one real 60-exchange rules run (run.json rewritten per
-copy), so making 10,000 takes seconds rather than a sweep's minutes.
+The runs hold the rows of one real 60-exchange rules run, each written through
+RunWriter under its own id, stored as one sweep of 10,000 replications (sweep.json, design.json), so
+making them takes a few minutes rather than a sweep's hour; the sweep's summary is
+timed as `commonpool sweep show` computes it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from commonpool import SimulationConfig, run_simulation  # noqa: E402
-from commonpool.store import Store  # noqa: E402
+from commonpool.experiments import results  # noqa: E402
+from commonpool.experiments.spec import parse_spec  # noqa: E402
+from commonpool.experiments.sweep import plan  # noqa: E402
+from commonpool.store import TABLES, RunWriter, Store  # noqa: E402
+from commonpool.store.writer import _RESERVED  # noqa: E402
 
 SUMMARY = "SELECT metric, avg(value) AS mean, count(*) AS runs FROM run_metrics GROUP BY metric ORDER BY metric"
 
@@ -55,13 +61,29 @@ def make_store(root: Path, runs: int) -> list[str]:
     template = Store(root / "template")
     run_simulation(SimulationConfig(simulation_id="t", seed=1, num_participants=12, min_exchanges=60, max_exchanges=60),
                    template)
-    source = template.root / "runs" / "t"
-    meta = json.loads((source / "run.json").read_text())
-    ids = [f"sweep-{k:05d}" for k in range(runs)]
+    con = template.connect()
+    # The stored columns of each table (the advice view adds a valuations column the writer does not take).
+    tables = {name: con.sql(f'SELECT {", ".join(schema.names[1:])} FROM "{name}"').to_arrow_table()
+              for name, schema in TABLES.items()}
+    con.close()
+    meta = {k: v for k, v in template.run("t").meta.items() if k not in _RESERVED}
+    # A sweep of `runs` replications of one point, stored as `commonpool sweep run` stores it:
+    # each run written through RunWriter (its own rows, manifest and commit), then the sweep's files.
+    spec = parse_spec({"name": "bench", "replications": runs, "seed": 1,
+                       "base": {"num_participants": 12, "min_exchanges": 60, "max_exchanges": 60}})
+    runs_planned = plan(spec, "bench")
+    ids = [runs_planned.run_id(k) for k in range(runs)]
     for k, run_id in enumerate(ids):
-        target = root / "runs" / run_id
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("run.json"))
-        (target / "run.json").write_text(json.dumps({**meta, "run_id": run_id, "sweep_id": "bench", "point_id": k}))
+        with RunWriter(root, run_id, {**meta, "sweep_id": "bench", "point_id": 0, "replication": k, "point": {}}) as w:
+            for name, table in tables.items():
+                if table.num_rows:
+                    w.append(name, {c: table.column(c) for c in table.column_names})
+    folder = root / "sweeps" / "bench"
+    folder.mkdir(parents=True)
+    (folder / "design.json").write_text(json.dumps({"points": runs_planned.points, "unit": None}))
+    (folder / "sweep.json").write_text(json.dumps({
+        "sweep_id": "bench", "status": "completed", "sampler": "grid", "points": 1, "replications": runs,
+        "runs_planned": runs, "runs_done": runs, "runs_failed": 0, "spec": spec.model_dump(mode="json")}))
     shutil.rmtree(template.root)
     return ids
 
@@ -87,6 +109,11 @@ def measure(store: Store, one: str) -> None:
     print(f"    ({rows.num_rows} metrics, {rows.column('runs')[0].as_py():,} runs each)")
     timed("one run's exchanges, connect([run]) + query",
           lambda: store.query("SELECT count(*) FROM exchanges", run_ids=[one]))
+    timed("the sweep's summary: results.load + summary (what `sweep show` computes)",
+          lambda: results.summary(results.load(store, "bench")))
+    show = [*cli[:5], "sweep", "show", "bench", "--metric", "welfare_change"]
+    timed("`commonpool sweep show bench --metric welfare_change` (a whole process)",
+          lambda: subprocess.run(show, env=env, capture_output=True, check=True))
 
 
 def main() -> None:
@@ -102,7 +129,7 @@ def main() -> None:
     store = Store(root)
     print("before packing:")
     measure(store, ids[len(ids) // 2])
-    timed(f"Store.pack() of {len(ids):,} runs", lambda: store.pack(ids, "bench"), repeat=1)
+    timed(f"Store.pack() of {len(ids):,} runs", lambda: store.pack(ids, "bench-0000"), repeat=1)
     print("after packing (own files still in the trash, as within the grace period):")
     measure(store, ids[len(ids) // 2])
     if args.store is None:
