@@ -13,8 +13,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from SALib.analyze import morris as salib_morris
-from SALib.analyze import sobol as salib_sobol
 from scipy import stats
 
 from commonpool.experiments import sampler
@@ -166,6 +164,8 @@ def sobol_indices(
     if np.ptp(y) == 0:
         return pd.DataFrame({"factor": names, **{c: np.nan for c in ("S1", "S1_conf", "ST", "ST_conf")}})
     # SALib reads `if seed:`, so a plain 0 would leave its bootstrap unseeded; a Generator is always honoured.
+    from SALib.analyze import sobol as salib_sobol  # only a Sobol study pays its import
+
     si = salib_sobol.analyze(
         sampler.problem(factors), y, calc_second_order=calc_second_order, conf_level=0.95,
         seed=np.random.default_rng(seed),
@@ -209,6 +209,8 @@ def morris_indices(
             "pass the num_levels the sampler used"
         )
     y = _point_means(outcomes, metric, "morris_indices", expected=len(x))
+    from SALib.analyze import morris as salib_morris  # only a Morris study pays its import
+
     si = salib_morris.analyze(sampler.problem(factors), x, y, conf_level=0.95, num_levels=num_levels, seed=seed)
     names = [f.name for f in factors]
     return pd.DataFrame({"factor": names, **{c: np.asarray(si[c], dtype=float) for c in ("mu", "mu_star", "mu_star_conf", "sigma")}})
