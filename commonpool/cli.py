@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -235,11 +236,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
             raise BadInput("--personality-model: use NAME=MODEL, e.g. strategic=gpt-4o-mini")
         fields["personality_models"] = {name: model for name, _, model in pairs}
     if args.custom_personalities is not None:
-        try:
-            raw = json.loads(_read(args.custom_personalities, "--custom-personalities"))
-            fields["custom_personalities"] = [Personality.model_validate(p) for p in raw]
-        except (ValidationError, json.JSONDecodeError, TypeError) as exc:
-            raise BadInput(f"--custom-personalities: not a JSON list of {{name, traits, description}} ({exc.__class__.__name__})") from None
+        fields["custom_personalities"] = read_custom_personalities(args.custom_personalities)
     if args.roster is not None:
         text = _read(args.roster, "--roster")
         try:
@@ -252,6 +249,26 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         if args.resources is None:
             fields["resources"] = resources_of(roster)
     return validated(fields)
+
+
+def read_custom_personalities(path: Path) -> list[Personality]:
+    """The presets in a JSON file; BadInput naming the entry and what is wrong with it."""
+    from commonpool.textfile import TextFileError, load_json
+
+    flag = "--custom-personalities"
+    try:
+        raw = load_json(_read(path, flag))
+    except TextFileError as exc:
+        raise BadInput(f"{flag}: {str(path)!r}: {exc}") from None
+    if not isinstance(raw, list):
+        raise BadInput(f"{flag}: expected a JSON list of {{name, traits, description}}, got a {type(raw).__name__}")
+    presets = []
+    for k, entry in enumerate(raw, start=1):
+        try:
+            presets.append(Personality.model_validate(entry))
+        except ValidationError as exc:
+            raise BadInput(f"{flag}: entry {k}: {describe_validation_error(exc)}") from None
+    return presets
 
 
 def resources_of(roster: list[ParticipantSpec]) -> list[ResourceSpec]:
@@ -278,10 +295,48 @@ def flag_message(error: ValidationError) -> str:
 
 
 def _read(path: Path, flag: str) -> str:
+    """A user's text file, bounded in size and decoded as UTF-8; BadInput naming flag if it cannot be."""
+    from commonpool.textfile import TextFileError, read_text
+
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path)
+    except TextFileError as exc:
+        raise BadInput(f"{flag}: {str(path)!r}: {exc}") from None
     except OSError as exc:
         raise BadInput(f"{flag}: cannot read {str(path)!r} ({exc.strerror})") from None
+
+
+def _check_folder(folder: Path, flag: str) -> None:
+    """folder is, or can be made, a folder this process writes in; BadInput naming flag if not.
+
+    Checked before a run or export starts, and without leaving anything behind: the
+    probe is an anonymous temporary file in the nearest folder that exists.
+    """
+    existing = folder.absolute()
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == folder.absolute() else f"cannot create {str(folder)!r}: "
+        raise BadInput(f"{flag}: {where}{str(existing)!r} exists and is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise BadInput(f"{flag}: cannot write in {str(existing)!r} ({exc.strerror})") from None
+
+
+# Any id the store can hold (a sweep's runs have ids longer than --simulation-id allows).
+STORED_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _run_id(run_id: str) -> str:
+    """A run id as typed, refused in one line if it could not be one (a path, say)."""
+    if not STORED_RUN_ID.fullmatch(run_id):
+        raise BadInput(
+            f"run_id: {run_id!r} is not a run id (1-128 letters, digits, . _ or -, starting with a letter or "
+            "digit; not a path); see `commonpool runs list`"
+        )
+    return run_id
 
 
 def _check_llm_workers() -> None:
@@ -306,8 +361,9 @@ def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
         raise BadInput(
             f"--simulation-id: a run named {config.simulation_id!r} already exists in {store_root}; choose another id"
         )
-    if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
-        raise BadInput(f"--output-dir: {str(args.output_dir)!r} exists and is not a folder")
+    _check_folder(store_root, "--store")
+    if args.output_dir is not None:
+        _check_folder(args.output_dir, "--output-dir")
     bar = _progress_bar(args.no_progress)
     try:
         result = run_simulation(config, store, progress=bar.update if bar else None)
@@ -333,9 +389,13 @@ def _report(result: RunResult, store: Store) -> None:
     try:
         if result.exchanges:
             s = metrics.summary(con, result.run_id)
-            print(f"welfare {s['welfare_initial']:.1f} -> {s['welfare_final']:.1f}, "
-                  f"needs met {s['need_fulfilment_initial']:.0%} -> {s['need_fulfilment_final']:.0%}, "
-                  f"Gini of holdings {s['gini_holdings_initial']:.3f} -> {s['gini_holdings_final']:.3f}")
+
+            def shown(key: str, spec: str) -> str:  # a figure with no value (e.g. no needs at all) is "-"
+                return "-" if s.get(key) is None else format(s[key], spec)
+
+            print(f"welfare {shown('welfare_initial', '.1f')} -> {shown('welfare_final', '.1f')}, "
+                  f"needs met {shown('need_fulfilment_initial', '.0%')} -> {shown('need_fulfilment_final', '.0%')}, "
+                  f"Gini of holdings {shown('gini_holdings_initial', '.3f')} -> {shown('gini_holdings_final', '.3f')}")
         if result.llm.get("llm_calls"):
             llm = result.llm
             unpriced = con.execute(
@@ -360,6 +420,7 @@ def cmd_resume(args: argparse.Namespace, store_root: Path) -> int:
     from commonpool.resume import ResumeError, resume_simulation
     from commonpool.store import RunNotFoundError
 
+    _run_id(args.run_id)
     _check_llm_workers()
     bar = _progress_bar(args.no_progress)
     try:
@@ -418,7 +479,7 @@ def cmd_runs(args: argparse.Namespace, store_root: Path) -> int:
         _print_table(("run_id", "status", "exchanges", "accepted", "engine", "started"), rows)
         return 0
     try:
-        info = store.run(args.run_id)
+        info = store.run(_run_id(args.run_id))
     except RunNotFoundError:
         raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
     if args.json:
@@ -472,13 +533,23 @@ def cmd_export(args: argparse.Namespace, store_root: Path) -> int:
 
     fmt = _choice("--format", args.format, ("json", "csv", "parquet", "duckdb"))
     suffix = {"json": ".json", "duckdb": ".duckdb", "csv": "-csv", "parquet": "-parquet"}[fmt]
-    dest = args.dest or Path("exports") / f"{args.run_id}{suffix}"
-    if dest.exists():
-        raise BadInput(f"--dest: {str(dest)!r} already exists; choose a new path")
+    dest = args.dest or Path("exports") / f"{_run_id(args.run_id)}{suffix}"
+    store = Store(store_root)
     try:
-        path = export_run(Store(store_root), args.run_id, fmt, dest)  # type: ignore[arg-type]
+        store.run(_run_id(args.run_id))
     except RunNotFoundError:
         raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
+    if dest.exists() or dest.is_symlink():
+        raise BadInput(f"--dest: {str(dest)!r} already exists; choose a new path")
+    _check_folder(dest.parent, "--dest")
+    try:
+        path = export_run(store, args.run_id, fmt, dest)  # type: ignore[arg-type]
+    except RunNotFoundError:
+        raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise BadInput(f"--dest: cannot write {str(dest)!r} ({exc.strerror or exc})") from None
     print(path)
     return 0
 
@@ -507,7 +578,7 @@ def cmd_metrics(args: argparse.Namespace, store_root: Path) -> int:
     from commonpool.store import RunNotFoundError, Store
 
     try:
-        Store(store_root).run(args.run_id)
+        Store(store_root).run(_run_id(args.run_id))
     except RunNotFoundError:
         raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
     con = Store(store_root).connect()
@@ -559,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     store_root = args.store or default_store()
     try:
+        if store_root.exists() and not store_root.is_dir():
+            raise BadInput(f"--store: {str(store_root)!r} exists and is not a folder (set by --store or $COMMONPOOL_STORE)")
         return COMMANDS[args.command](args, store_root)
     except BadInput as exc:
         print(f"commonpool: error: {exc}", file=sys.stderr)

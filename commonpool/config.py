@@ -11,6 +11,11 @@ from commonpool.personalities import BUILTIN, Personality
 ResourceKind = Literal["good", "skill", "time"]
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 RESOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _\-']{0,39}$"
+MAX_PARTICIPANTS = 100_000
+# Sane upper bounds for a roster's cells: sums over 100,000 members and 64 resources
+# stay exact in int64 and float64, and utility (weight x units) stays finite.
+MAX_UNITS = 1_000_000
+MAX_WANT = 1_000.0
 
 
 class ResourceSpec(BaseModel):
@@ -51,14 +56,16 @@ class ParticipantSpec(BaseModel):
         for resource, units in value.items():
             if units < 0:
                 raise ValueError(f"units of {resource!r} must be 0 or more (got {units})")
+            if units > MAX_UNITS:
+                raise ValueError(f"units of {resource!r} must be at most {MAX_UNITS:,} (got {units})")
         return value
 
     @field_validator("wants")
     @classmethod
     def _non_negative_weights(cls, value: dict[str, float]) -> dict[str, float]:
         for resource, weight in value.items():
-            if not weight >= 0:
-                raise ValueError(f"want weight of {resource!r} must be 0 or more (got {weight})")
+            if not 0 <= weight <= MAX_WANT:  # also refuses NaN and infinity
+                raise ValueError(f"want weight of {resource!r} must be from 0 to {MAX_WANT:,g} (got {weight})")
         return value
 
 
@@ -69,7 +76,7 @@ class SimulationConfig(BaseModel):
 
     simulation_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    num_participants: int = Field(10, ge=2, le=100_000)
+    num_participants: int = Field(10, ge=2, le=MAX_PARTICIPANTS)
     min_exchanges: int = Field(10, ge=1, le=100_000_000)
     max_exchanges: int = Field(20, ge=1, le=100_000_000)
     max_turns: int = Field(6, ge=2, le=20, description="messages per exchange, the opening proposal included")
@@ -111,9 +118,11 @@ class SimulationConfig(BaseModel):
     @classmethod
     def _unique_personalities(cls, value: list[Personality]) -> list[Personality]:
         names = [p.name for p in value]
-        clashes = sorted({n for n in names if names.count(n) > 1 or n in BUILTIN})
-        if clashes:
-            raise ValueError(f"personality names must be new and unique; clashing: {', '.join(clashes)}")
+        for name in dict.fromkeys(names):
+            if name in BUILTIN:
+                raise ValueError(f"the name {name!r} is taken by a built-in personality; choose another")
+            if names.count(name) > 1:
+                raise ValueError(f"the name {name!r} is taken: {names.count(name)} personalities have it; choose another")
         return value
 
     @model_validator(mode="after")
@@ -126,8 +135,10 @@ class SimulationConfig(BaseModel):
         for name, weight in self.personalities.items():
             if name not in known:
                 raise ValueError(f"personalities: unknown personality {name!r}; allowed: {', '.join(known)}")
-            if not weight >= 0:
-                raise ValueError(f"personalities: weight of {name!r} must be 0 or more (got {weight})")
+            if not 0 <= weight <= MAX_PARTICIPANTS:  # also refuses NaN and infinity
+                raise ValueError(
+                    f"personalities: weight of {name!r} must be from 0 to {MAX_PARTICIPANTS:,} (got {weight:g})"
+                )
         if self.roster is None and not sum(self.personalities.values()) > 0:
             raise ValueError("personalities: at least one personality needs a weight above 0")
         for name in self.personality_models:
@@ -143,6 +154,8 @@ class SimulationConfig(BaseModel):
             raise ValueError(
                 f"num_participants ({self.num_participants}) must equal the roster's size ({len(self.roster)})"
             )
+        if not any(units for member in self.roster for units in member.holdings.values()):
+            raise ValueError("roster: every holding is 0; at least one member must hold something to trade")
         resources = {r.name for r in self.resources}
         for row, member in enumerate(self.roster, start=1):
             if member.personality not in known:

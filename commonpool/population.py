@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,15 +214,24 @@ class RosterError(ValueError):
     """A roster file that cannot be read; the message names the row and column."""
 
 
+# A roster cell's number in plain ASCII: int("٣") and float("1_0") would otherwise
+# accept digits a reader of the file does not see as the number stored.
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Longest cell Python's CSV reader takes (its default field_size_limit); notes allow 2,000 characters.
+_MAX_CELL = 128 * 1024
+
+
 def roster_from_json(text: str) -> list[ParticipantSpec]:
     from pydantic import ValidationError
 
     from commonpool.config import describe_validation_error
+    from commonpool.textfile import TextFileError, load_json
 
     try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RosterError(f"roster: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        rows = load_json(text)
+    except TextFileError as exc:
+        raise RosterError(f"roster: {exc}") from None
     if not isinstance(rows, list):
         raise RosterError("roster: expected a JSON list of participants")
     specs = []
@@ -233,37 +243,63 @@ def roster_from_json(text: str) -> list[ParticipantSpec]:
     return specs
 
 
+def _csv_rows(text: str) -> list[list[str]]:
+    reader = csv.reader(io.StringIO(text))
+    try:
+        return [row for row in reader if row]  # a wholly empty line is no member
+    except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise RosterError(
+                f"roster line {reader.line_num}: a cell is longer than {_MAX_CELL // 1024} KB "
+                "(notes take at most 2,000 characters)"
+            ) from None
+        raise RosterError(f"roster line {reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _number(part: str, value: str) -> int | float:
+    if not (_DECIMAL if part == "wants" else _WHOLE).fullmatch(value):
+        raise ValueError(value)
+    return float(value) if part == "wants" else int(value)
+
+
 def roster_from_csv(text: str) -> list[ParticipantSpec]:
     from pydantic import ValidationError
 
     from commonpool.config import describe_validation_error
 
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "name" not in reader.fieldnames or "personality" not in reader.fieldnames:
+    rows = _csv_rows(text.removeprefix("\ufeff"))
+    header = [column.strip() for column in rows[0]] if rows else []
+    if "name" not in header or "personality" not in header:
         raise RosterError("roster: CSV needs a header with at least the columns name and personality")
+    repeated = [column for k, column in enumerate(header) if column and column in header[:k]]
+    if repeated:
+        raise RosterError(f"roster: the column {repeated[0]!r} appears more than once in the header")
+    for column in header:
+        if ":" in column and column.split(":", 1)[0] not in ("holdings", "needs", "wants"):
+            raise RosterError(f"roster: unknown column {column!r}; use holdings:, needs: or wants: prefixes")
     specs = []
-    for k, row in enumerate(reader, start=1):
-        spec: dict[str, object] = {"holdings": {}, "needs": {}, "wants": {}}
-        for column, value in row.items():
-            value = (value or "").strip()
+    for k, cells in enumerate(rows[1:], start=1):
+        if len(cells) != len(header):
+            raise RosterError(
+                f"roster row {k}: has {len(cells)} cells but the header has {len(header)} columns"
+            )
+        spec: dict[str, object] = {"holdings": {}, "needs": {}, "wants": {}, "notes": ""}
+        for column, value in zip(header, cells):
+            value = value.strip()
             if column in ("name", "personality", "notes"):
                 spec[column] = value
             elif column == "brain":
                 spec["brain"] = value or None
-            elif column and ":" in column:
+            elif ":" in column:
                 part, resource = column.split(":", 1)
-                if part not in ("holdings", "needs", "wants"):
-                    raise RosterError(f"roster: unknown column {column!r}; use holdings:, needs: or wants: prefixes")
                 if value == "":
                     continue
                 try:
-                    number = float(value) if part == "wants" else int(value)
+                    number = _number(part, value)
                 except ValueError:
                     kind = "a number" if part == "wants" else "a whole number"
                     raise RosterError(f"roster row {k}: {column} must be {kind} (got {value!r})") from None
                 spec[part][resource] = number  # type: ignore[index]
-        if not spec.get("notes"):
-            spec["notes"] = ""
         try:
             specs.append(ParticipantSpec.model_validate(spec))
         except ValidationError as exc:
