@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from commonpool.config import ParticipantSpec, ResourceSpec, SimulationConfig, validation_problems
+from commonpool.csv_safe import neutralise
 from commonpool.personalities import BUILTIN, Traits
 from commonpool.population import (
     RosterError,
@@ -28,6 +29,7 @@ from commonpool.population import (
     roster_to_csv,
     roster_to_json,
 )
+from commonpool.textfile import TextFileError, decode
 
 TRAIT_COLUMNS: tuple[str, ...] = tuple(Traits.model_fields)
 
@@ -107,9 +109,9 @@ def roster_table_from_csv(text: str) -> pd.DataFrame:
 def roster_table_from_upload(name: str, content: bytes) -> pd.DataFrame:
     """An uploaded CSV or JSON roster as an editable table; RosterError names what is wrong."""
     try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise RosterError("roster: the file is not UTF-8 text") from None
+        text = decode(content)
+    except TextFileError as exc:
+        raise RosterError(f"roster: {exc}") from None
     if name.lower().endswith(".json"):
         specs = roster_from_json(text)
         resources = sorted({r for s in specs for part in (s.holdings, s.needs, s.wants) for r in part})
@@ -128,6 +130,18 @@ def roster_csv(table: pd.DataFrame) -> str:
             values = filled[column].dropna()
             if (values == values.round()).all():
                 filled[column] = filled[column].astype("Int64")
+    return filled.to_csv(index=False)
+
+
+def roster_csv_download(table: pd.DataFrame) -> str:
+    """roster_csv for a person to open in a spreadsheet: text that starts like a formula gets a quote.
+
+    The roster parser takes the quote off again, so the file uploads unchanged.
+    """
+    filled = roster_table_from_csv(roster_csv(table))
+    for column in ("name", "personality", "notes", "brain"):
+        if column in filled:
+            filled[column] = filled[column].map(neutralise)
     return filled.to_csv(index=False)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from commonpool.config import ParticipantSpec, SimulationConfig
+from commonpool.csv_safe import restore
 from commonpool.personalities import Traits
 
 FIRST_NAMES = (
@@ -287,9 +288,9 @@ def roster_from_csv(text: str) -> list[ParticipantSpec]:
         for column, value in zip(header, cells):
             value = value.strip()
             if column in ("name", "personality", "notes"):
-                spec[column] = value
+                spec[column] = restore(value)  # a downloaded roster's '=... is the text =...
             elif column == "brain":
-                spec["brain"] = value or None
+                spec["brain"] = restore(value) or None
             elif ":" in column:
                 part, resource = column.split(":", 1)
                 if value == "":

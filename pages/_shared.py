@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import metrics
+from commonpool.csv_safe import neutralise_frame
 from commonpool.runner import Runner
 from commonpool.store import RunInfo, Store, SweepInfo
 
@@ -104,7 +105,8 @@ def metric(_con: duckdb.DuckDBPyConnection, name: str, run_id: str, version: str
 
 
 def _csv(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode()
+    # Text that starts like a formula (=, +, -, @) stays text when the file is opened in a spreadsheet.
+    return neutralise_frame(frame).to_csv(index=False).encode()
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:

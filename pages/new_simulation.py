@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import form
-from commonpool.config import DEFAULT_RESOURCES
+from commonpool.config import DEFAULT_RESOURCES, MAX_PARTICIPANTS, SimulationConfig
 from commonpool.personalities import BUILTIN, Traits
 from commonpool.population import RosterError, apportion, mix_is_exact
 from commonpool.llm.settings import available_models, served_api_base
@@ -21,6 +21,15 @@ st.caption("Describe a community and run it. The offline rules engine needs no A
 
 fields: dict[str, Any] = {}
 slots: dict[str, Any] = {}  # config field -> the place beside its widget where its problems appear
+
+
+def upper(field: str) -> int:
+    """The largest value SimulationConfig allows for an integer field: the number box's bound.
+
+    Explicit, so the browser says "enter a value less than or equal to ..." instead of
+    silently keeping the old value (past 2**53 a browser cannot even hold the number).
+    """
+    return next(m.le for m in SimulationConfig.model_fields[field].metadata if hasattr(m, "le"))
 
 
 def slot(*names: str) -> None:
@@ -48,21 +57,28 @@ c1, c2, c3, c4 = st.columns(4)
 with c1:
     participants = st.number_input(
         "Participants", value=10, step=1, key="num_participants", disabled=use_roster,
-        help="2 to 100,000. With a roster, the roster's size.",
+        max_value=upper("num_participants"),
+        help=f"2 to {upper('num_participants'):,}. With a roster, the roster's size.",
     )
     slot("num_participants")
 with c2:
-    fields["min_exchanges"] = st.number_input("Min exchanges", value=20, step=1, key="min_exchanges")
+    fields["min_exchanges"] = st.number_input("Min exchanges", value=20, step=1, key="min_exchanges",
+                                              max_value=upper("min_exchanges"),
+                                              help=f"1 to {upper('min_exchanges'):,}.")
     slot("min_exchanges")
 with c3:
-    fields["max_exchanges"] = st.number_input("Max exchanges", value=40, step=1, key="max_exchanges")
+    fields["max_exchanges"] = st.number_input("Max exchanges", value=40, step=1, key="max_exchanges",
+                                              max_value=upper("max_exchanges"),
+                                              help=f"1 to {upper('max_exchanges'):,}.")
     slot("max_exchanges")
 with c4:
-    seed = st.number_input("Seed", value=None, step=1, key="seed", placeholder="random",
-                           help="The same config and seed give the same run. Blank: drawn and recorded.")
+    # Text, not a number box: a browser rounds whole numbers past 2**53, and seeds go up to 2**63 - 1.
+    seed = st.text_input("Seed", key="seed", placeholder="random",
+                         help=f"A whole number from 0 to {upper('seed'):,}. The same config and seed give the "
+                              "same run. Blank: drawn and recorded.")
     slot("seed")
-if seed is not None:
-    fields["seed"] = seed
+if seed.strip():
+    fields["seed"] = seed.strip()
 run_id = st.text_input("Run id (optional)", key="simulation_id", placeholder="generated, e.g. run-20250101-120000-ab12cd")
 slot("simulation_id")
 if run_id.strip():
@@ -106,7 +122,8 @@ custom_table = st.data_editor(
 slot("custom_personalities")
 fields["custom_personalities"] = form.custom_personalities_from_table(custom_table)
 
-names = list(BUILTIN) + [p["name"] for p in fields["custom_personalities"] if p["name"] not in BUILTIN]
+# Each name once: a name given twice (or a built-in's) is refused beside the table, not drawn twice.
+names = list(dict.fromkeys([*BUILTIN, *(p["name"] for p in fields["custom_personalities"])]))
 default_counts = apportion({name: 1.0 for name in BUILTIN}, 10)
 st.markdown("**Mix and engine per personality**")
 mix: dict[str, float] = {}
@@ -114,7 +131,8 @@ personality_models: dict[str, str] = {}
 for name in names:
     left, right = st.columns([1, 1])
     mix[name] = left.number_input(
-        f"Count: {plain(name)}", value=default_counts.get(name, 0), step=1, key=f"mix_{name}", disabled=use_roster
+        f"Count: {plain(name)}", value=default_counts.get(name, 0), step=1, key=f"mix_{name}", disabled=use_roster,
+        max_value=MAX_PARTICIPANTS, help=f"0 to {MAX_PARTICIPANTS:,}: exact counts, or shares if they do not add up.",
     )
     engine = right.selectbox(f"Engine: {plain(name)}", [RUN_DEFAULT, *engines], key=f"engine_{name}")
     if engine != RUN_DEFAULT:
@@ -183,7 +201,7 @@ if use_roster:
         except RosterError as exc:
             roster_problem = str(exc)
         d1, d2, _ = st.columns([1, 1, 4])
-        d1.download_button("Roster CSV", form.roster_csv(roster_table), file_name="roster.csv", mime="text/csv",
+        d1.download_button("Roster CSV", form.roster_csv_download(roster_table), file_name="roster.csv", mime="text/csv",
                            on_click="ignore", icon=":material/download:")
         if "roster" in fields:
             d2.download_button("Roster JSON", form.roster_json(roster_table), file_name="roster.json",
@@ -212,7 +230,7 @@ with c3:
                                  help="need: those who need a resource tend to meet those with a surplus of it.")
     slot("pairing")
 with c4:
-    fields["max_turns"] = st.number_input("Max turns", value=6, step=1, key="max_turns",
+    fields["max_turns"] = st.number_input("Max turns", value=6, step=1, key="max_turns", max_value=upper("max_turns"),
                                           help="Messages per exchange, the opening proposal included (2-20).")
     slot("max_turns")
 uses_llm = model != RULES or bool(personality_models) or "facilitator_model" in fields or any(

@@ -39,7 +39,7 @@ def test_a_run_launched_from_the_form_finishes_and_is_stored(store: Store) -> No
     at.number_input(key="num_participants").set_value(12)
     at.number_input(key="min_exchanges").set_value(150)
     at.number_input(key="max_exchanges").set_value(200)
-    at.number_input(key="seed").set_value(42)
+    at.text_input(key="seed").input("42")
     at.radio(key="pairing").set_value("need")
     at.toggle(key="facilitator").set_value(False)
     at.run()
@@ -224,3 +224,49 @@ def test_prices_for_an_unpriced_model_reach_the_config(store: Store, monkeypatch
     config = SimulationConfig.model_validate(config_shown(at))
     assert (config.cost_per_1k_prompt_tokens, config.cost_per_1k_completion_tokens) == (0.01, 0.03)
     assert not run_button(at).disabled
+
+
+# --- bad input in the form (issue 12, point 8) ------------------------------------------------------
+
+
+def test_two_custom_personalities_with_one_name_say_which_name_is_taken(store: Store) -> None:
+    at = app()
+    at.session_state["custom_personalities_editor"] = {
+        "edited_rows": {},
+        "added_rows": [{"name": "haggler", "aspiration": 0.9}, {"name": "haggler", "aspiration": 0.2}],
+        "deleted_rows": [],
+    }
+    at.run()
+    no_exceptions(at)
+    assert run_button(at).disabled
+    assert any("the name 'haggler' is taken" in unescaped(e.value) for e in at.error)
+    assert len([n for n in at.number_input if n.key == "mix_haggler"]) == 1
+
+
+def test_a_seed_past_2_53_is_kept_exactly_and_one_past_2_63_is_refused(store: Store) -> None:
+    at = app()
+    at.text_input(key="seed").input(str(2**53 + 1)).run()
+    assert config_shown(at)["seed"] == 2**53 + 1
+    assert not run_button(at).disabled
+    at.text_input(key="seed").input(str(2**63)).run()
+    assert run_button(at).disabled
+    assert any("seed" in unescaped(e.value) and "9223372036854775807" in unescaped(e.value) for e in at.error)
+
+
+def test_number_boxes_are_bounded_by_the_config_and_say_so(store: Store) -> None:
+    at = app()
+    bounds = {"num_participants": 100_000, "min_exchanges": 100_000_000, "max_exchanges": 100_000_000,
+              "max_turns": 20, "mix_cautious": 100_000}
+    for key, bound in bounds.items():
+        box = at.number_input(key=key)
+        assert box.max == bound, key
+        assert f"{bound:,}" in box.help or str(bound) in box.help, key
+
+
+def test_a_utf16_roster_upload_says_what_the_file_is(store: Store) -> None:
+    at = app()
+    at.toggle(key="use_roster").set_value(True).run()
+    at.file_uploader(key="roster_upload").set_value(("roster.csv", roster_csv(4).encode("utf-16"), "text/csv"))
+    at.run()
+    no_exceptions(at)
+    assert any("UTF-16" in unescaped(e.value) and "save it as UTF-8" in unescaped(e.value) for e in at.error)

@@ -15,6 +15,7 @@ from typing import Literal, get_args
 
 import duckdb
 
+from commonpool.csv_safe import neutralised_query
 from commonpool.store.reader import RunInfo, Store, sql_string
 from commonpool.store.schema import TABLES
 
@@ -51,8 +52,11 @@ def export_run(store: Store, run_id: str, fmt: ExportFormat, dest: Path) -> Path
             tmp.mkdir()
             for table in _EXPORTED:
                 target = sql_string(str(tmp / f"{table}.{fmt}"))
+                query = _run_filter(table, run_id)
+                if fmt == "csv":  # names and notes that start like a formula stay text in a spreadsheet
+                    query = neutralised_query(con, query)
                 options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
-                con.execute(f"COPY ({_run_filter(table, run_id)}) TO {target} ({options})")
+                con.execute(f"COPY ({query}) TO {target} ({options})")
             (tmp / "run.json").write_text(json.dumps(_run_json(info), indent=2, sort_keys=True))
         elif fmt == "json":
             _export_json(con, info, tmp)
