@@ -17,7 +17,7 @@ import pandas as pd
 
 from commonpool.experiments import analysis
 from commonpool.experiments.spec import ExperimentSpec, parse_spec
-from commonpool.experiments.sweep import sweep_dir, sweep_runs
+from commonpool.experiments.sweep import sweep_dir
 from commonpool.store import Store
 
 
@@ -46,23 +46,23 @@ def load(store: Store, sweep_id: str) -> SweepData:
     spec = parse_spec(info.meta["spec"])
     design = json.loads((sweep_dir(store, sweep_id) / "design.json").read_text())
     points: list[dict[str, Any]] = design["points"]
-    run_ids = [r.run_id for r in sweep_runs(store, sweep_id) if r.status == "completed"]
-    frame = _metrics_of(store, run_ids)
+    frame = _metrics_of(store, sweep_id)
     factor_frame = pd.DataFrame(points, columns=list(spec.factors)) if spec.factors else pd.DataFrame(index=range(len(points)))
     factor_frame["point_id"] = range(len(points))
     outcomes = frame.merge(factor_frame, on="point_id", how="left")
     return SweepData(sweep_id, spec, points, design.get("unit"), outcomes)
 
 
-def _metrics_of(store: Store, run_ids: list[str]) -> pd.DataFrame:
+def _metrics_of(store: Store, sweep_id: str) -> pd.DataFrame:
+    """run_metrics of the sweep's completed runs, reading only its runs' folders (one scan of them)."""
     columns = ["run_id", "point_id", "replication", "metric", "value"]
-    if not run_ids:
-        return pd.DataFrame(columns=columns).astype({"point_id": int, "replication": int, "value": float})
-    con = store.connect(run_ids=run_ids)
+    con = store.connect(prefix=f"{sweep_id}-p")
     try:
         return con.execute(
             "SELECT m.run_id, r.point_id, r.replication, m.metric, m.value "
-            "FROM run_metrics AS m JOIN runs AS r USING (run_id) ORDER BY r.point_id, r.replication, m.metric"
+            "FROM run_metrics AS m JOIN runs AS r USING (run_id) WHERE r.sweep_id = ? AND r.status = 'completed' "
+            "ORDER BY r.point_id, r.replication, m.metric",
+            [sweep_id],
         ).df()[columns]
     finally:
         con.close()

@@ -425,16 +425,17 @@ class Store:
             raise SweepNotFoundError(sweep_id)
         return found[0][0]
 
-    def connect(self, run_ids: Sequence[str] | None = None) -> duckdb.DuckDBPyConnection:
-        """A fresh in-memory connection with a view per public table, over all runs or only run_ids.
+    def connect(self, run_ids: Sequence[str] | None = None, prefix: str = "") -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory connection with a view per public table, over all runs, only run_ids,
+        or only the runs whose id starts with prefix (a sweep's).
 
         The views are a snapshot of what was committed when the connection was
         made; reconnect to see newer flushes (and after trash.GRACE_SECONDS, in
         case a file the snapshot names has been collected).
         """
         con = duckdb.connect(":memory:")
-        runs, packs = self._scan(run_ids)
-        restricted = run_ids is not None
+        runs, packs = self._scan(run_ids, prefix)
+        restricted = run_ids is not None or bool(prefix)
         for table in TABLES:
             source = _source_sql(table, runs, packs, restricted)
             if table == "advice":
