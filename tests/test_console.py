@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,17 @@ def test_bad_limit_or_timeout_is_a_value_error(store: Store) -> None:
         console_query(store, "SELECT 1", limit=0)
     with pytest.raises(ValueError, match="timeout_s"):
         console_query(store, "SELECT 1", timeout_s=0)
+
+
+def test_a_failed_connection_leaves_no_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    store = Store(tmp_path / "store")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("connect failed")
+
+    monkeypatch.setattr(Store, "connect", broken)
+    with pytest.raises(OSError):
+        console_query(store, "SELECT 1")
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -268,13 +268,15 @@ def _export(args: argparse.Namespace, store: Store) -> int:
     dest = args.dest or Path("exports") / args.sweep_id
     if dest.exists() and not dest.is_dir():
         raise BadInput(f"--dest: {str(dest)!r} exists and is not a folder")
+    from commonpool.csv_safe import neutralise_frame
+
     data = results.load(store, args.sweep_id)
     tables = {"outcomes": data.outcomes, "summary": results.summary(data)}
     dest.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
         path = dest / f"{name}.{fmt}"
         if fmt == "csv":
-            frame.to_csv(path, index=False)
+            neutralise_frame(frame).to_csv(path, index=False)  # a spreadsheet opens it: no formulas
         elif fmt == "parquet":
             frame.to_parquet(path, index=False)
         else:

@@ -98,8 +98,8 @@ def console_query(store: Store, sql: str, limit: int = 10_000, timeout_s: float 
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     statement = _check_statement(sql)
-    temp_dir = tempfile.mkdtemp(prefix="commonpool-console-")
     con = store.connect()
+    temp_dir = tempfile.mkdtemp(prefix="commonpool-console-")  # after connect: a failed connect leaves no folder
     try:
         _lock_down(con, store, temp_dir, timeout_s)
         start = time.monotonic()
