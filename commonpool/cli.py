@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from commonpool.store import Store
 
 EXIT_BAD_INPUT = 2
+# Most rows `commonpool sql` prints (the console also caps a result's bytes).
+MAX_SQL_ROWS = 1_000_000
 
 # Config field -> the flag a CLI user typed, so errors name what they can fix.
 FLAGS = {
@@ -507,6 +509,8 @@ def cmd_sql(args: argparse.Namespace, store_root: Path) -> int:
     from commonpool.store import ConsoleError, Store, console_query
 
     fmt = _choice("--format", args.format, ("table", "csv", "json"))
+    if not 1 <= args.limit <= MAX_SQL_ROWS:
+        raise BadInput(f"--limit: {args.limit} is out of range; allowed: 1 to {MAX_SQL_ROWS:,}")
     try:
         result = console_query(Store(store_root), args.query, limit=args.limit)
     except ConsoleError as exc:

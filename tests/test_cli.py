@@ -185,3 +185,10 @@ def test_a_roster_with_its_own_resources_runs_without_listing_them(tmp_path: Pat
     kinds = json.loads(cli("sql", "SELECT name, kind FROM resources ORDER BY resource_id", "--format", "json",
                            store=store, check=True).stdout)
     assert kinds == [{"name": "sewing", "kind": "good"}, {"name": "books", "kind": "good"}]
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "1000000000"])
+def test_sql_refuses_a_limit_out_of_range_in_one_line(tmp_path: Path, limit: str) -> None:
+    done = cli("sql", "SELECT 1", "--limit", limit, store=tmp_path / "store")
+    assert done.returncode == 2
+    assert done.stderr == f"commonpool: error: --limit: {limit} is out of range; allowed: 1 to 1,000,000\n"

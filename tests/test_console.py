@@ -14,6 +14,10 @@ from commonpool.store import ConsoleError, Store, console_query
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     write_sample_run(tmp_path / "store", "r1", n_exchanges=30)
+    # Files a store may hold beside its runs, which the console must not read.
+    (tmp_path / "store" / "cache").mkdir()
+    (tmp_path / "store" / "cache" / "llm.sqlite").write_bytes(b"SQLite format 3\x00 cached answers")
+    (tmp_path / "store" / ".env").write_text("OPENAI_API_KEY=sk-not-for-the-console\n")
     return Store(tmp_path / "store")
 
 
@@ -90,6 +94,9 @@ REFUSED = {
     "drop": ("DROP VIEW exchanges", "only SELECT"),
     "export database": ("EXPORT DATABASE '{root}/dump'", "only SELECT"),
     "syntax error": ("SELEC 1", "Parser Error"),
+    "read the LLM cache": ("SELECT * FROM read_blob('{root}/cache/llm.sqlite')", "refused: Permission Error"),
+    "read a .env in the store": ("SELECT * FROM read_text('{root}/.env')", "refused: Permission Error"),
+    "a result too large in bytes": ("SELECT repeat('x', 1000000) FROM range(200)", "refused: the result is over 64 MB"),
 }
 
 

@@ -34,6 +34,11 @@ _EXPLAIN_PREFIX = re.compile(r"\s*EXPLAIN(?:\s+ANALY[SZ]E)?(?:\s*\([^()'\"]*\))?
 # Big enough for the dashboard's analyses, small enough that a runaway join
 # cannot take the whole process down with it.
 _MEMORY_LIMIT = "1GB"
+# A result is fetched in batches of at most this many rows, and refused once it
+# holds more than this many bytes: a few wide rows (repeat('x', 1000000)) must
+# not fill the process's memory on their way to the screen.
+_BATCH_ROWS = 256
+MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 
 class ConsoleError(Exception):
@@ -76,12 +81,15 @@ def _check_statement(sql: str) -> str:
 
 
 def _lock_down(con: duckdb.DuckDBPyConnection, store: Store, temp_dir: str, timeout_s: float) -> None:
-    root = str(store.root).rstrip("/") + "/"  # trailing slash: /data must not also allow /data2
+    # Only the folders the views read (runs and packs): not the LLM cache, nor a
+    # .env file that happens to sit in the store. A trailing slash: /data/runs
+    # must not also allow /data/runs2.
+    readable = [str(store.root / folder).rstrip("/") + "/" for folder in ("runs", "packs")]
     # DuckDB adds its spill directory to the allowed ones (default: .tmp under the
     # working directory); a private, empty one keeps that from exposing anything.
     con.execute(f"SET temp_directory = {sql_string(temp_dir)}")
     con.execute(f"SET memory_limit = {sql_string(_MEMORY_LIMIT)}")
-    con.execute(f"SET allowed_directories = [{sql_string(root)}]")
+    con.execute(f"SET allowed_directories = [{', '.join(sql_string(d) for d in readable)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
@@ -110,12 +118,18 @@ def console_query(store: Store, sql: str, limit: int = 10_000, timeout_s: float 
             # keeping the column types that tuples would lose); reading stops as
             # soon as one row more than the limit proves the result is truncated.
             # (A DuckDB 2 relation runs its query on every call, so it is asked once.)
-            reader = cursor.sql(statement).to_arrow_reader(limit + 1)
+            reader = cursor.sql(statement).to_arrow_reader(min(limit + 1, _BATCH_ROWS))
             batches: list[pa.RecordBatch] = []
-            fetched = 0
+            fetched = size = 0
             for batch in reader:
                 batches.append(batch)
                 fetched += batch.num_rows
+                size += batch.nbytes
+                if size > MAX_RESULT_BYTES:
+                    raise ConsoleError(f"refused: the result is over {MAX_RESULT_BYTES // 2**20} MB; "
+                                       "select fewer or narrower rows")
+                if time.monotonic() - start > timeout_s:  # fetching counts against the limit too
+                    raise duckdb.InterruptException("fetching ran past the time limit")
                 if fetched > limit:
                     break
             table = pa.Table.from_batches(batches, schema=reader.schema)
