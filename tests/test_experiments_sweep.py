@@ -68,6 +68,12 @@ def test_a_factor_value_no_run_accepts_is_refused_naming_the_point() -> None:
         plan(spec, "s")
 
 
+def test_a_sweep_id_too_long_for_its_run_ids_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"sweep id: .* makes run ids like '.*-much-longer-p1-r1', over 64 characters"):
+        plan(parse_spec(small_spec()), "x" * 50 + "-much-longer")
+    assert len(plan(parse_spec(small_spec()), "x" * 50)) == 4
+
+
 def test_replications_share_their_seed_across_points_and_differ_between_each_other() -> None:
     runs = plan(parse_spec(small_spec(replications=3, factors={"max_turns": [2, 4, 6]})), "s")
     tasks = list(runs.tasks())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 from collections import deque
 import shutil
@@ -29,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from commonpool.config import SimulationConfig, validation_problems
+from commonpool.config import RUN_ID_PATTERN, SimulationConfig, validation_problems
 from commonpool.experiments.executor import Executor, make_executor
 from commonpool.experiments.spec import ExperimentSpec, SpecError, config_fields, draw_points, parse_spec
 from commonpool.experiments.task import RunTask, TaskResult, run_seed
@@ -128,7 +129,11 @@ def plan(spec: ExperimentSpec, sweep_id: str) -> Plan:
             raise SpecError(f"factors at point {point_id} ({_describe(point)}): {detail}") from None
         configs.append(config.model_dump(mode="json", exclude={"seed", "simulation_id"}))
     seeds = [run_seed(int(spec.seed or 0), r) for r in range(spec.replications)]
-    return Plan(sweep_id, points, unit, spec.replications, configs, seeds)
+    runs = Plan(sweep_id, points, unit, spec.replications, configs, seeds)
+    last = runs.run_id(len(runs) - 1)  # the longest run id
+    if not re.fullmatch(RUN_ID_PATTERN, last):
+        raise SpecError(f"sweep id: {sweep_id!r} makes run ids like {last!r}, over 64 characters; choose a shorter one")
+    return runs
 
 
 def _describe(point: dict[str, object]) -> str:
