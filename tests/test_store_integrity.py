@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from test_store_fixtures import row_counts, sample_columns, write_sample_run
+
+from processes import kill_when_ready
 
 from commonpool import SimulationConfig, metrics, run_simulation
 from commonpool.cli import main as cli_main
@@ -403,16 +404,7 @@ def test_readers_never_see_half_a_flush_and_resume_completes_a_run_killed_mid_fl
     tmp_path: Path, small_flushes: None
 ) -> None:
     store = Store(tmp_path / "store")
-    with subprocess.Popen(
-        [sys.executable, "-c", _KILLED_MID_FLUSH, str(store.root), str(REPO / "tests"), str(FLUSH_EVERY), repr(CONFIG)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            proc.kill()
+    kill_when_ready(_KILLED_MID_FLUSH, str(store.root), str(REPO / "tests"), str(FLUSH_EVERY), repr(CONFIG))
     assert store.run("killed").status == "interrupted"
     con = store.connect()
     try:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -17,11 +13,12 @@ from typing import Any
 import pytest
 from test_store_fixtures import write_sample_run
 
+from processes import kill_when_ready
+
 from commonpool import metrics
 from commonpool.store import GRACE_SECONDS, TABLES, RunNotFoundError, RunWriter, Store, export_run
 from commonpool.store.trash import collect_garbage
 
-REPO = Path(__file__).resolve().parents[1]
 RUNS = ("a", "b", "c", "d")
 
 
@@ -148,16 +145,7 @@ def test_a_pack_killed_midway_leaves_every_run_readable_exactly_once(tmp_path: P
     sizes = make_runs(tmp_path)
     store = Store(tmp_path)
     before = everything(store)
-    with subprocess.Popen(
-        [sys.executable, "-c", _KILLED_PACK, str(tmp_path)], cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            proc.kill()
+    kill_when_ready(_KILLED_PACK, str(tmp_path))
     packed = {r.run_id for r in store.runs() if r.meta.get("manifest", {}).get("pack") == "p1"}
     assert packed == {"a", "b"}
     assert per_run(store) == sizes and everything(store) == before
