@@ -20,3 +20,12 @@ def run_tables(store: Store, run_id: str) -> dict[str, list[tuple]]:
     finally:
         con.close()
     return out
+
+
+def table_counts(store: Store, run_id: str) -> dict[str, int]:
+    """How many rows each public table holds for one run, as readers see them."""
+    con = store.connect()
+    try:
+        return {t: con.execute(f'SELECT count(*) FROM "{t}" WHERE run_id = ?', [run_id]).fetchone()[0] for t in TABLES}
+    finally:
+        con.close()

@@ -21,6 +21,8 @@ from test_store_fixtures import row_counts, sample_columns, write_sample_run
 
 from processes import kill_when_ready
 
+from run_tables import table_counts
+
 from commonpool import SimulationConfig, metrics, run_simulation
 from commonpool.cli import main as cli_main
 from commonpool.resume import resume_simulation
@@ -68,14 +70,6 @@ def manifest_of(store: Store, run_id: str) -> dict[str, Any]:
     return json.loads((store.root / "runs" / run_id / "run.json").read_text())["manifest"]
 
 
-def counts(store: Store, run_id: str) -> dict[str, int]:
-    con = store.connect()
-    try:
-        return {t: con.execute(f'SELECT count(*) FROM "{t}" WHERE run_id = ?', [run_id]).fetchone()[0] for t in TABLES}
-    finally:
-        con.close()
-
-
 # --- 1. a full disk ---------------------------------------------------------------------------------------
 
 
@@ -117,7 +111,7 @@ def test_a_full_disk_mid_flush_commits_nothing_and_keeps_every_committed_flush(
     writer.close("failed", "OSError: no space")
     assert manifest_of(store, "r") == committed
     assert store.run("r").status == "failed"
-    assert counts(store, "r") == row_counts(columns)
+    assert table_counts(store, "r") == row_counts(columns)
     run_dir = tmp_path / "runs" / "r"
     on_disk = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.parquet*"))
     assert on_disk == sorted(f"{t}/part-000000.parquet" for t in columns)  # the failed flush left nothing
@@ -133,7 +127,7 @@ def test_a_run_that_hit_a_full_disk_resumes_to_the_same_tables_as_an_unbroken_ru
         run_simulation(SimulationConfig(**CONFIG, simulation_id="broken"), store)
     info = store.run("broken")
     assert info.status == "failed" and "No space" in info.meta["error"]
-    stored = counts(store, "broken")
+    stored = table_counts(store, "broken")
     assert 0 < stored["exchanges"] < 60
     assert stored["exchanges"] == info.meta["exchanges_recorded"]  # the listing says what is really stored
     resumed = resume_simulation("broken", store)
@@ -278,7 +272,7 @@ def test_readers_never_fail_while_other_runs_write_flush_and_compact(tmp_path: P
         writer.wait(timeout=120)
     assert writer.returncode == 0
     assert errors == []
-    assert counts(store, "busy19")["exchanges"] == 160
+    assert table_counts(store, "busy19")["exchanges"] == 160
 
 
 # --- 3. one damaged run never hides the others ---------------------------------------------------------------

@@ -12,6 +12,8 @@ import duckdb
 import pytest
 from test_store_fixtures import row_counts, sample_columns, write_sample_run
 
+from run_tables import table_counts
+
 from commonpool.store import (
     GRACE_SECONDS,
     TABLES,
@@ -21,14 +23,6 @@ from commonpool.store import (
     write_json_atomic,
 )
 from commonpool.store.trash import collect_garbage, put_in_trash
-
-
-def counts(store: Store, run_id: str) -> dict[str, int]:
-    con = store.connect()
-    try:
-        return {t: con.execute(f'SELECT count(*) FROM "{t}" WHERE run_id = ?', [run_id]).fetchone()[0] for t in TABLES}
-    finally:
-        con.close()
 
 
 def to_legacy(run_dir: Path, compacted: bool) -> None:
@@ -67,7 +61,7 @@ def test_runs_of_the_old_layout_read_as_before(tmp_path: Path) -> None:
     to_legacy(tmp_path / "runs" / "old", compacted=True)
     store = Store(tmp_path)
     assert store.run("old").status == "completed"
-    assert counts(store, "old") == written
+    assert table_counts(store, "old") == written
 
 
 def test_an_interrupted_run_of_the_old_layout_reads_its_committed_parts_and_resumes(tmp_path: Path) -> None:
@@ -82,11 +76,11 @@ def test_an_interrupted_run_of_the_old_layout_reads_its_committed_parts_and_resu
     to_legacy(run_dir, compacted=False)
     store = Store(tmp_path)
     assert store.run("old").status == "failed"
-    assert counts(store, "old") == row_counts(columns)  # the uncommitted part is not read
+    assert table_counts(store, "old") == row_counts(columns)  # the uncommitted part is not read
     resumed = RunWriter.reopen(tmp_path, "old")
     resumed.append("exchanges", columns["exchanges"])
     resumed.close("completed")
-    assert counts(store, "old")["exchanges"] == 20
+    assert table_counts(store, "old")["exchanges"] == 20
     assert "manifest" in json.loads((run_dir / "run.json").read_text())
 
 
