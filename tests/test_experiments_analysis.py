@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from commonpool.experiments import analysis, sampler
-from commonpool.experiments.sampler import Levels, Range
+from commonpool.experiments.sampler import Range
 
 
 def outcomes_frame(points: list[dict[str, object]], values: np.ndarray, metric: str = "y") -> pd.DataFrame:

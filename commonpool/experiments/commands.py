@@ -281,7 +281,7 @@ def _export(args: argparse.Namespace, store: Store) -> int:
             frame.to_parquet(path, index=False)
         else:
             path.write_text(json.dumps(_records(frame), indent=1, default=str))
-    (dest / "sweep.json").write_text(json.dumps(_public(store.sweep(args.sweep_id).meta, store.sweep(args.sweep_id).status),
-                                                indent=2, default=str))
+    info = store.sweep(args.sweep_id)
+    (dest / "sweep.json").write_text(json.dumps(_public(info.meta, info.status), indent=2, default=str))
     print(f"wrote {', '.join(f'{n}.{fmt}' for n in tables)} and sweep.json to {dest}")
     return 0
