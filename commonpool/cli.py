@@ -519,11 +519,10 @@ def cmd_sql(args: argparse.Namespace, store_root: Path) -> int:
     if fmt == "json":
         print(json.dumps(table.to_pylist(), indent=2, default=str))
     elif fmt == "csv":
-        import pyarrow.csv as pacsv
+        from commonpool.csv_safe import arrow_csv
 
-        sink = __import__("io").BytesIO()
-        pacsv.write_csv(table, sink)
-        sys.stdout.write(sink.getvalue().decode())
+        # Data for programs: nested values as JSON, text exactly as stored (no formula quotes).
+        sys.stdout.write(arrow_csv(table, formulas=False))
     else:
         rows = [[("NULL" if v is None else str(v)) for v in row.values()] for row in table.to_pylist()]
         _print_table(table.column_names, rows)

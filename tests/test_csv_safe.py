@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import io
 import os
 import subprocess
@@ -64,3 +65,39 @@ def test_commonpool_export_csv_neutralises_names_and_notes(tmp_path: Path) -> No
     assert [(p["name"], p["notes"]) for p in people] == [("'" + FORMULA, "'+1"), ("Ben", "")]
     with (dest / "initial_holdings.csv").open(newline="") as handle:
         assert sorted(row["quantity"] for row in csv.DictReader(handle)) == ["1", "1", "3", "3"]
+
+
+def test_nested_values_are_the_same_json_text_in_every_csv(simulate, store, tmp_path: Path, capsys) -> None:
+    from commonpool.cli import main
+    from commonpool.store import export_run
+    from pages._shared import _csv
+
+    run = simulate(min_exchanges=5, max_exchanges=5)
+    con = store.connect()
+    stored = con.sql("SELECT exchange_id, valuations, [exchange_id, 2] AS pair, {'who': '=me'} AS box "
+                     "FROM advice ORDER BY exchange_id LIMIT 1").df()
+    expected = {k: float(v) for k, v in stored["valuations"][0].items()}
+    assert len(expected) == 8  # a MAP(VARCHAR, DOUBLE): the column that made `sql --format csv` crash
+
+    assert main(["sql", "SELECT exchange_id, valuations, [exchange_id, 2] AS pair, {'who': '=me'} AS box "
+                 "FROM advice ORDER BY exchange_id LIMIT 1", "--format", "csv"]) == 0
+    from_sql = next(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    export_run(store, run.run_id, "csv", tmp_path / "export")
+    with (tmp_path / "export" / "advice.csv").open(newline="") as handle:
+        from_export = next(csv.DictReader(handle))
+    from_download = next(csv.DictReader(io.StringIO(_csv(stored).decode())))
+
+    texts = {from_sql["valuations"], from_export["valuations"], from_download["valuations"]}
+    assert len(texts) == 1, texts  # one rule, one text
+    assert json.loads(texts.pop()) == expected
+    for row in (from_sql, from_download):
+        assert json.loads(row["pair"]) == [int(row["exchange_id"]), 2]
+        assert json.loads(row["box"]) == {"who": "=me"}  # JSON text starts with {, never like a formula
+
+
+def test_sql_csv_keeps_text_as_stored_while_people_s_csv_quotes_formulas(store, simulate, capsys) -> None:
+    from commonpool.cli import main
+
+    simulate(min_exchanges=1, max_exchanges=1)
+    assert main(["sql", "SELECT '=1+1' AS t, 7 AS n", "--format", "csv"]) == 0
+    assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [["t", "n"], ["=1+1", "7"]]
