@@ -1,7 +1,14 @@
 """LLM-run speed against the local fake server (issue 4: wall <= 1.3x critical path, < 5 ms CPU per call,
-cached re-run >= 1,000 decisions/s).
+cached re-run >= 1,000 decisions/s; issue 11: a CLI run's first request within one LiteLLM import + 1 s
+of process start, its exit within 1 s of the last reply).
 
 Run: python bench/bench_llm.py [--latency-ms 200] [--participants 40] [--exchanges 200] [--concurrency 20]
+                               [--startup-only] [--startup-runs 3]
+
+Start-up comes first: `commonpool run` as a fresh process against a fake server in
+this process, timed from just before the process is spawned to the server's first
+request, and from the server's last reply to the process's exit; and, for scale,
+how long `import litellm` takes in a fresh interpreter on this machine.
 
 The server runs in its own process; the CPU time reported is ours: the run's process
 plus the LLM worker processes (commonpool/llm/workers.py), read from /proc. A short
@@ -47,13 +54,50 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def litellm_import_s() -> float:
+    """Seconds `import litellm` takes in a fresh interpreter (the yardstick of the start-up target)."""
+    code = "import time, os; os.environ['LITELLM_LOCAL_MODEL_COST_MAP'] = 'True'; t = time.perf_counter(); import litellm; print(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def cli_startup(latency_ms: float) -> tuple[float, float, float, int]:
+    """(process start -> first request, last reply -> exit, whole process, exit code) of one CLI LLM run."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_llm_server import FakeLLMServer
+
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "OPENAI_API_BASE"}
+    with FakeLLMServer(latency_ms=latency_ms) as server, tempfile.TemporaryDirectory() as folder:
+        args = [
+            sys.executable, "-m", "commonpool", "run", "--store", folder, "--seed", "3", "--num-participants", "10",
+            "--min-exchanges", "20", "--max-exchanges", "20", "--model", "openai/fake", "--facilitator-model", "openai/fake",
+            "--api-base", server.base_url, "--no-progress",
+        ]
+        started = time.monotonic()
+        code = subprocess.run(args, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL).returncode
+        ended = time.monotonic()
+        arrivals, replies = server.arrivals, server.replies
+    if not arrivals:
+        return float("nan"), float("nan"), ended - started, code
+    return arrivals[0] - started, ended - max(replies), ended - started, code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--participants", type=int, default=40)
     parser.add_argument("--exchanges", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--startup-only", action="store_true", help="only the CLI start-up and exit figures")
+    parser.add_argument("--startup-runs", type=int, default=3)
     args = parser.parse_args()
+
+    yardstick = litellm_import_s()
+    for k in range(args.startup_runs):
+        first, tail, whole, code = cli_startup(args.latency_ms)
+        print(f"cli run {k + 1}: first request {first:.2f}s after start (target <= import litellm {yardstick:.2f}s + 1 s), "
+              f"exit {tail:.2f}s after the last reply (target <= 1 s), whole {whole:.2f}s, exit code {code}")
+    if args.startup_only:
+        return
 
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(ROOT / "tests"), str(args.latency_ms)], stdout=subprocess.PIPE, text=True

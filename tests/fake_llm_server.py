@@ -42,7 +42,15 @@ flaky_429          429 for the first ``fail_times`` requests of each distinct
 slow               sleeps ``slow_seconds`` (30 s) before answering
 http_401           401 authentication error
 echo_key           400 whose message contains the Authorization header
+no_schema          400 to any request with a ``response_format`` of type
+                   json_schema (an older server), else cooperative
+no_format          400 to any request with a ``response_format``, else cooperative
+echo_example       the example answer the system prompt shows, verbatim
+length             the cooperative JSON cut in half, ``finish_reason`` length
 =================  ==========================================================
+
+Each request's ``max_tokens`` is kept in ``requests``; ``replies`` holds the
+time.monotonic() at which each response was written (for start-up benchmarks).
 
 The prompt contract: the last user message holds a fenced ```json block with
 the state (``task`` = ``propose`` | ``reply`` | ``advise``).  If no state can
@@ -82,6 +90,10 @@ MODES = (
     "slow",
     "http_401",
     "echo_key",
+    "no_schema",
+    "no_format",
+    "echo_example",
+    "length",
 )
 ERROR_MODES = ("http_429", "http_500", "http_401", "echo_key")  # (+ flaky_429 while failing)
 
@@ -382,6 +394,13 @@ def faulty_answer(mode: str, state: dict) -> str:
     return json.dumps(ans)
 
 
+def _example(messages: Any) -> str:
+    """The system prompt's example answer (its last line that is a JSON object), as a weak model parrots it."""
+    system = next((m for m in messages if isinstance(m, dict) and m.get("role") == "system"), {}) if isinstance(messages, list) else {}
+    lines = [line.strip() for line in _content_text(system.get("content")).splitlines()]
+    return next((line for line in reversed(lines) if line.startswith("{") and line.endswith("}")), "{}")
+
+
 # --------------------------------------------------------------------------- #
 # the HTTP server
 # --------------------------------------------------------------------------- #
@@ -416,6 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             self.wfile.flush()
+            self.server.fake._replied()
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True  # client gave up (e.g. timeout)
 
@@ -491,6 +511,7 @@ class FakeLLMServer:
         self._requests: list[dict] = []
         self._headers: list[dict] = []
         self._arrivals: list[float] = []  # time.monotonic() of each request, parallel to _requests
+        self._replies: list[float] = []  # time.monotonic() at which each response was written
         self._count = 0
         self._flaky_seen: dict[str, int] = {}
         self._defaults = dict(mode=mode, latency_ms=latency_ms, fail_times=fail_times, slow_seconds=slow_seconds)
@@ -565,6 +586,7 @@ class FakeLLMServer:
         with self._lock:
             self._requests.clear()
             self._arrivals.clear()
+            self._replies.clear()
             self._headers.clear()
             self._count = 0
             self._flaky_seen.clear()
@@ -581,6 +603,15 @@ class FakeLLMServer:
     def arrivals(self) -> list[float]:
         with self._lock:
             return list(self._arrivals)
+
+    @property
+    def replies(self) -> list[float]:
+        with self._lock:
+            return list(self._replies)
+
+    def _replied(self) -> None:
+        with self._lock:
+            self._replies.append(time.monotonic())
 
     @property
     def headers(self) -> list[dict]:
@@ -639,6 +670,11 @@ class FakeLLMServer:
         if mode == "echo_key":
             auth = headers.get("authorization") or "<none>"
             return 400, _err(f"Invalid request; the Authorization header was: {auth}", "invalid_request_error", None), {}
+        response_format = body.get("response_format")
+        if mode == "no_format" and response_format is not None:
+            return 400, _err("response_format is not supported by this server", "invalid_request_error", None, "response_format"), {}
+        if mode == "no_schema" and isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            return 400, _err("'response_format.type' must be 'json_object' or 'text'", "invalid_request_error", None, "response_format"), {}
         if mode == "flaky_429":
             key = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
             with self._lock:
@@ -656,11 +692,17 @@ class FakeLLMServer:
         state = extract_state(messages)
         if state is None:
             return 400, _err("Fake server: no ```json state block with a 'task' key in the last user message.", "invalid_request_error", None, "messages"), {}
-        if mode in ("cooperative", "flaky_429", "slow"):
+        finish_reason = "stop"
+        if mode in ("cooperative", "flaky_429", "slow", "no_schema", "no_format"):
             content = json.dumps(cooperative_answer(state))
+        elif mode == "echo_example":
+            content = _example(messages)
+        elif mode == "length":
+            whole = json.dumps(cooperative_answer(state))
+            content, finish_reason = whole[: len(whole) // 2], "length"
         else:
             content = faulty_answer(mode, state)
-        return 200, self._completion(body, content), {}
+        return 200, self._completion(body, content, finish_reason), {}
 
     @staticmethod
     def _rate_limit_error(model: Any) -> dict:
@@ -671,7 +713,7 @@ class FakeLLMServer:
         )
 
     @staticmethod
-    def _completion(body: dict, content: str) -> dict:
+    def _completion(body: dict, content: str, finish_reason: str = "stop") -> dict:
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
         prompt_tokens = len(_all_message_text(body.get("messages"))) // 4
         completion_tokens = len(content) // 4
@@ -686,7 +728,7 @@ class FakeLLMServer:
                     "index": 0,
                     "message": {"role": "assistant", "content": content, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
             ],
             "usage": {
