@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 
 from commonpool.store.schema import OUTCOMES
+from commonpool.wording import count, units
 
 _FILTERED = """
 WITH people AS (
@@ -121,7 +122,30 @@ def transcript(con: duckdb.DuckDBPyConnection, run_id: str, exchange_id: int) ->
 
 
 def swap_text(gives: object, gives_qty: object, receives: object, receives_qty: object) -> str:
-    """'2 books for 1 tools', or '' when there is no swap (a reject carries none)."""
+    """'2 books for 1 tool', or '' when there is no swap (a reject carries none)."""
     if gives is None or receives is None or pd.isna(gives) or pd.isna(receives):
         return ""
-    return f"{int(gives_qty)} {gives} for {int(receives_qty)} {receives}"
+    return f"{units(int(gives_qty), str(gives))} for {units(int(receives_qty), str(receives))}"
+
+
+def ending_text(exchange: dict[str, Any]) -> str:
+    """How an exchange ended, in words: its outcome after how many turns, who gave what, both utility changes.
+
+    exchange is a Transcript's row. An initiator that declined on turn 1 made no
+    offer, so that reads as declining, not as an offer that was rejected.
+    """
+    initiator, responder = exchange["initiator"], exchange["responder"]
+    turns = int(exchange["turns"])
+    if exchange["outcome"] == "rejected" and turns == 1:
+        text = f"Outcome: {initiator} declined to trade; no offer was made."
+    else:
+        text = f"Outcome: {exchange['outcome']} after {count(turns, 'turn')}."
+    agreed = swap_text(exchange["initiator_gives"], exchange["initiator_gives_qty"], exchange["responder_gives"],
+                       exchange["responder_gives_qty"])
+    if agreed:
+        text += f" {initiator} gives {agreed}."
+    text += (f" Utility change: {initiator} {exchange['initiator_gain']:+.2f}, "
+             f"{responder} {exchange['responder_gain']:+.2f}.")
+    if isinstance(exchange["reason"], str) and exchange["reason"]:
+        text += f" Reason: {exchange['reason']}."
+    return text

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from commonpool.brains.rules import advice_notes, offer_messages
+from commonpool.brains.rules import advice_notes, offer_messages, offer_repeats
 from commonpool.population import Population
 from commonpool.protocol import NO_RESOURCE, AdviceBatch, Decisions, ExchangeBatch, World, speaker_is_initiator
 from commonpool.store import RunWriter
@@ -276,9 +276,11 @@ class Recorder:
         }
 
     def _offers(self, c: dict[str, np.ndarray]) -> dict[str, object]:
+        # A round's offers are flushed with its exchanges, so every turn of an exchange is here.
+        repeats = offer_repeats(c["exchange_id"], c["turn"], c["action"], c["res_a"], c["qty_a"], c["res_b"], c["qty_b"])
         template = offer_messages(
             c["action"], c["turn"], c["initiator_speaks"], plain(c["res_a"], self.resources), c["qty_a"],
-            plain(c["res_b"], self.resources), c["qty_b"],
+            plain(c["res_b"], self.resources), c["qty_b"], repeats,
         )
         return {
             "exchange_id": c["exchange_id"],

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import charts
-from commonpool.exchange_log import log_page, swap_text, transcript
+from commonpool.exchange_log import ending_text, log_page, swap_text, transcript
 from commonpool.store.schema import OUTCOMES
 from pages._shared import data_version, downloads, metric, pick_run, plain, show_table, store
 
@@ -198,13 +198,5 @@ with tabs[7]:
                     st.text(turn.message or "")
                     if isinstance(turn.fallback_reason, str) and turn.fallback_reason:
                         st.caption(plain(f"Fell back to the rules brain: {turn.fallback_reason}"))
-            agreed = swap_text(e["initiator_gives"], e["initiator_gives_qty"], e["responder_gives"],
-                               e["responder_gives_qty"])
-            ending = f"Outcome: {e['outcome']} after {e['turns']} turns."
-            if agreed:
-                ending += f" {e['initiator']} gives {agreed}."
-            ending += f" Utility change: {e['initiator']} {e['initiator_gain']:+.2f}, {e['responder']} {e['responder_gain']:+.2f}."
-            if isinstance(e["reason"], str) and e["reason"]:
-                ending += f" Reason: {e['reason']}."
-            st.text(ending)
+            st.text(ending_text(e))
             downloads(t.turns, f"{run_id}-exchange-{exchange_id}", "dl_transcript")

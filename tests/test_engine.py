@@ -240,9 +240,9 @@ _PINNED_RUNS = {
         dict(seed=3, num_participants=60, min_exchanges=2000, max_exchanges=2000),
         {
             "exchanges": "1b84411eb89023e732532e442dd3e72e6bca93e51e507492c873df89cb086baa",
-            "offers": "d597a61691d1050b17a5cd42e029bf00cb6d281af64b0fd2a466aff10e7a8452",
+            "offers": "b643c60f2f6485de1cbc9ca7574539823508605433c3917d3e156d2944438710",
             "transfers": "3ea84efdef62d50b80a8b4b70fa2cc5be2862df115c30351c3851a3d0f416e23",
-            "advice": "eddd45ca185ed9c1286ad0f64a320675e6e5e60e95666b7cdcfc600b2f3b9770",
+            "advice": "449f1c0b8921f0ae03b5efc0cf5c2f930ce066349471e8ab01d313fb9bcdaed6",
             "valuations": "6f374bb42dca127fd62451714b3a473d0b4f8a555d163b12a07e5afff2c49d73",
         },
     ),
@@ -250,7 +250,7 @@ _PINNED_RUNS = {
         dict(seed=8, num_participants=25, min_exchanges=500, max_exchanges=700, pairing="need", facilitator=False),
         {
             "exchanges": "3d94ba2aa5145851fd688f9cb88fdf85f2d8d0c387bd99b824a9e5da7c4441e4",
-            "offers": "666b625d31eb07adb0072bf600bcc3948f776c2e70f380c148e8c833c40cf241",
+            "offers": "f892a58af294bfcae488210ecb86f463bcbfe2121e1610bccc3021d53b12b72b",
             "transfers": "874ed4617dfa32a5f750143cd86c67a8b39c4da591d361f7eb85bc61d4024dde",
             "advice": "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",  # no rows
             "valuations": "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",  # no rows
@@ -261,9 +261,9 @@ _PINNED_RUNS = {
              personalities={"cautious": 1, "generous": 2, "strategic": 1}),
         {
             "exchanges": "b884e0cb52e84e726baff3d31ea67d000139a452aa44372749527676e41b3836",
-            "offers": "19455f24649f1d225795d1f0a67ffdf491931d03755a368d090c146787f1cbcc",
+            "offers": "82e320d8499e18320671ce4ec36e4e70934ef1032337888f50cb1850510bcbc3",
             "transfers": "ff482521ce45dc230e959a1dce15a44a9a8cfba87a3af8c36eba5c968819df67",
-            "advice": "8a27b362779b81a8db00ec470ea86b54d9cb87ac0d319b4c895f72e56f5e7fc4",
+            "advice": "398a4f9e35814d67b4e92283eca0483d004c86080244cd1e4bc5bc3420347abc",
             "valuations": "1fe7780fe5876623b47cca96ab6dc716b7c0737dacd51c3f2530f0c800181a04",
         },
     ),

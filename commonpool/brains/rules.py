@@ -40,6 +40,7 @@ from commonpool.protocol import (
     World,
     speaker_is_initiator,
 )
+from commonpool.wording import singular
 
 ANCHOR_WEIGHT = 0.1  # share-distance units per unit of |log rate - log suggested rate| at anchoring 1
 
@@ -304,6 +305,55 @@ def _join(*parts: object) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
+def _text(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+def _singular(names: pa.Array) -> pa.Array:
+    """Each resource name for one unit ('bread loaf'), worked out once per distinct name."""
+    encoded = names.dictionary_encode()
+    return pa.array([singular(n) for n in encoded.dictionary.to_pylist()], pa.string()).take(encoded.indices)
+
+
+def _units(quantity: np.ndarray, names: pa.Array) -> pa.Array:
+    """'1 book', '2 books' for each row."""
+    return _join(_text(quantity), " ", pc.if_else(pa.array(np.asarray(quantity) == 1), _singular(names), names))
+
+
+def _counted(number: np.ndarray, noun: str) -> pa.Array:
+    """'1 deal', '3 deals' for each row."""
+    number = np.asarray(number)
+    return _join(_text(number), pa.array(np.where(number == 1, f" {noun}", f" {noun}s")))
+
+
+def offer_repeats(
+    exchange_id: np.ndarray, turn: np.ndarray, action: np.ndarray,
+    res_a: np.ndarray, qty_a: np.ndarray, res_b: np.ndarray, qty_b: np.ndarray,
+) -> np.ndarray:
+    """For each offer, how many times in a row its speaker had already made the very same one (0: new).
+
+    The same speaker spoke two turns earlier in the same exchange. Rows may come
+    in any order; every turn of an exchange must be among them.
+    """
+    n = len(turn)
+    repeats = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return repeats
+    key = np.asarray(exchange_id, dtype=np.int64) * 64 + np.asarray(turn, dtype=np.int64)  # turns are at most 20
+    order = np.argsort(key, kind="stable")
+    at = np.minimum(np.searchsorted(key[order], key - 2), n - 1)
+    earlier = order[at]
+    offers = (action == PROPOSE) | (action == COUNTER)
+    same = (
+        (key[earlier] == key - 2) & offers & offers[earlier]
+        & (res_a == res_a[earlier]) & (qty_a == qty_a[earlier]) & (res_b == res_b[earlier]) & (qty_b == qty_b[earlier])
+    )
+    for t in np.unique(turn[same]):  # in turn order, so a chain of repeats counts up
+        rows = same & (turn == t)
+        repeats[rows] = repeats[earlier[rows]] + 1
+    return repeats
+
+
 def offer_messages(
     action: np.ndarray,
     turn: np.ndarray,
@@ -312,25 +362,36 @@ def offer_messages(
     qty_a: np.ndarray,
     res_b: pa.Array,
     qty_b: np.ndarray,
+    repeats: np.ndarray | None = None,
 ) -> pa.Array:
-    """Template messages for rules offers, phrased from the speaker's side."""
+    """Template messages for rules offers, phrased from the speaker's side: "my 2 books for your 1 tool".
+
+    repeats (offer_repeats) words an offer its speaker already made as standing
+    by it, so no counter repeats an earlier one word for word.
+    """
     speaks = pa.array(initiator_speaks)
-    qa, qb = pc.cast(pa.array(qty_a), pa.string()), pc.cast(pa.array(qty_b), pa.string())
-    give_q, give_r = pc.if_else(speaks, qa, qb), pc.if_else(speaks, res_a, res_b)
-    get_q, get_r = pc.if_else(speaks, qb, qa), pc.if_else(speaks, res_b, res_a)
-    propose = _join("I'd like to trade ", give_q, " ", give_r, " for ", get_q, " ", get_r, ".")
-    counter = _join("Could we do ", give_q, " ", give_r, " for ", get_q, " ", get_r, " instead?")
-    accept = _join("Deal: my ", give_q, " ", give_r, " for your ", get_q, " ", get_r, ".")
+    amount_a, amount_b = _units(qty_a, res_a), _units(qty_b, res_b)
+    swap = _join("my ", pc.if_else(speaks, amount_a, amount_b), " for your ", pc.if_else(speaks, amount_b, amount_a))
+    propose = _join("I'd like to trade ", swap, ".")
+    counter = _join("How about ", swap, " instead?")
+    repeats = np.zeros(len(action), dtype=np.int64) if repeats is None else np.asarray(repeats)
+    again = pc.if_else(
+        pa.array(repeats == 1),
+        _join("I'll stay with ", swap, "."),
+        _join("That's ", _text(repeats + 1), " times I've offered ", swap, "; it still stands."),
+    )
+    accept = _join("Deal: ", swap, ".")
     reject = pc.if_else(
         pa.array(turn == 1),
-        pa.array(["I don't see anything I need from you right now."] * len(action)),
+        pa.array(["No thanks: I don't see a swap with you that works for me right now."] * len(action)),
         pa.array(["That doesn't work for me, so I'll pass."] * len(action)),
     )
     act = pa.array(action)
+    offer = pc.if_else(pa.array(repeats > 0), again, pc.if_else(pc.equal(act, PROPOSE), propose, counter))
     return pc.if_else(
-        pc.equal(act, PROPOSE),
-        propose,
-        pc.if_else(pc.equal(act, COUNTER), counter, pc.if_else(pc.equal(act, ACCEPT), accept, reject)),
+        pc.or_(pc.equal(act, PROPOSE), pc.equal(act, COUNTER)),
+        offer,
+        pc.if_else(pc.equal(act, ACCEPT), accept, reject),
     )
 
 
@@ -346,20 +407,23 @@ def advice_notes(
     responder_name: pa.Array,
     responder_record: tuple[np.ndarray, np.ndarray],
 ) -> pa.Array:
-    """The facilitator's note: the typical past rate it saw, its suggestion, both partners' records."""
-
-    def text(values: np.ndarray) -> pa.Array:
-        return pc.cast(pa.array(values), pa.string())
-
-    rate = pc.cast(pc.round(pa.array(np.nan_to_num(typical_rate)), 2), pa.string())
+    """The facilitator's note: the typical past rate it saw, its suggestion (who gives what), both partners' records."""
+    rounded = np.round(np.nan_to_num(typical_rate), 2)
+    rate = pc.cast(pa.array(rounded), pa.string())
     seen = _join(
-        "Past trades ran at about ", rate, " ", res_a, " per ", res_b, " (", text(rate_trades), " trades). "
+        "Past trades ran at about ", rate, " ", pc.if_else(pa.array(rounded == 1), _singular(res_a), res_a),
+        " per ", _singular(res_b), " (", _counted(rate_trades, "trade"), "). ",
     )
     unseen = _join("No trades of ", res_a, " for ", res_b, " yet, so I valued them by scarcity. ")
-    history = pc.if_else(pa.array(rate_trades > 0), seen, unseen)
+    history = pc.if_else(pa.array(np.asarray(rate_trades) > 0), seen, unseen)
+
+    def record(name: pa.Array, deals: np.ndarray, meetings: np.ndarray) -> pa.Array:
+        met = _join(name, " has closed ", _counted(deals, "deal"), " in ", _counted(meetings, "meeting"))
+        return pc.if_else(pa.array(np.asarray(meetings) > 0), met, _join(name, " has not met anyone yet"))
+
     return _join(
         history,
-        "I suggest ", text(qty_a), " ", res_a, " for ", text(qty_b), " ", res_b, ". ",
-        initiator_name, " has closed ", text(initiator_record[0]), " of ", text(initiator_record[1]),
-        " deals; ", responder_name, " ", text(responder_record[0]), " of ", text(responder_record[1]), ".",
+        "I suggest ", initiator_name, " gives ", _units(qty_a, res_a), " and ", responder_name, " gives ",
+        _units(qty_b, res_b), ". ",
+        record(initiator_name, *initiator_record), "; ", record(responder_name, *responder_record), ".",
     )
