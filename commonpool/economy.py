@@ -103,3 +103,22 @@ def need_fulfilment(holdings: np.ndarray, needs: np.ndarray) -> np.ndarray:
     total = needs.sum(axis=-1)
     met = np.minimum(holdings, needs).sum(axis=-1)
     return np.where(total > 0, met / np.maximum(total, 1), 1.0)
+
+
+def marginal_value(
+    holdings: np.ndarray, needs: np.ndarray, wants: np.ndarray, need_weight: float
+) -> np.ndarray:
+    """Marginal value of each resource in whole units, the discrete derivative of v_r.
+
+    m_r(h) = [v_r(h + 1) - v_r(h - 1)] / 2 for h >= 1: the central difference, the
+    midpoint of what the next unit would add (marginal_gain) and what the last one
+    would cost (marginal_loss); at h = 0 there is no last unit, so m_r(0) = v_r(1) - v_r(0).
+    A participant's marginal rate of substitution of b for a is m_b / m_a: the
+    units of a one unit of b is worth to it (Epstein & Axtell 1996, ch. IV, with
+    whole-unit differences in place of derivatives).
+    """
+    gain = marginal_gain(holdings, needs, wants, need_weight)
+    loss = resource_value(holdings, needs, wants, need_weight) - resource_value(
+        holdings - 1, needs, wants, need_weight
+    )
+    return np.where(holdings > 0, (gain + loss) / 2, gain)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -226,7 +226,7 @@ def run_simulation(
                 session.close()
         recorder.flush(done, accepted)
         if status == "completed":
-            record_run_metrics(store, writer, recorder.run_tables(ledger.holdings))
+            record_run_metrics(store, writer, recorder.run_tables(ledger.holdings), meta["config"])
         writer.close(status, error)
     seconds = time.perf_counter() - started
     return RunResult(run_id, status, done, accepted, seconds, store.root / "runs" / run_id, error, recorder.llm_totals())
@@ -382,16 +382,19 @@ def settle_round(
     return deal, settlement
 
 
-def record_run_metrics(store: Store, writer: RunWriter, tables: dict[str, pa.Table] | None = None) -> None:
+def record_run_metrics(
+    store: Store, writer: RunWriter, tables: dict[str, pa.Table] | None = None, config: dict[str, Any] | None = None
+) -> None:
     """Append the run's outcome metrics, computed with the one definition in metrics.py.
 
     From tables, the run as the recorder still holds it (Recorder.run_tables), when
-    it does; otherwise read back from the run's flushed files. Either way the
+    it does, with config the run's recorded config (its need_weight prices the
+    optimum); otherwise read back from the run's flushed files. Either way the
     numbers are the same to the last bit (metrics' float aggregates are ordered).
     """
     from commonpool.metrics import memory_connection, run_metrics  # pandas and the metric SQL: not needed until a run ends
 
-    con = memory_connection(writer.run_id, tables) if tables is not None else store.connect([writer.run_id])
+    con = memory_connection(writer.run_id, tables, config) if tables is not None else store.connect([writer.run_id])
     # One thread: a small run's queries gain nothing from more, and a sweep runs many at once.
     con.execute("SET threads = 1")
     try:

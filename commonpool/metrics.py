@@ -34,17 +34,34 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import json
+from dataclasses import dataclass
+
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from commonpool import economy
+from commonpool.config import SimulationConfig
 from commonpool.economy import NEED_FULFILMENT_SQL
+from commonpool.facilitator import MarketHistory
+from commonpool.optimum import best_mutual_swaps, utilitarian_optimum
+from commonpool.personalities import Traits
+from commonpool.population import Population
+from commonpool.protocol import World
 from commonpool.store.errors import RunNotFoundError
 from commonpool.store.reader import sql_string
 
 # A trade counts as individually rational for a side when its utility did not
 # fall by more than float noise (both sides' utilities are recomputed sums).
 _TOLERANCE = 1e-9
+
+# A dispersion (SD) resting on fewer degrees of freedom than this is withheld
+# (NULL, "too few trades"/"too few holders"): at 5 df the 95% interval of an SD
+# already spans [0.62 s, 2.45 s] (chi-square), and at 1 df an SD of exactly 0
+# only says two trades were alike.
+MIN_DISPERSION_DF = 5
 
 # --- shared CTEs ---------------------------------------------------------------------------------
 # Each is defined once and pasted into the queries that need it; {runs} is the
@@ -197,11 +214,14 @@ nodes AS (
 )"""
 
 
-def memory_connection(run_id: str, tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
+def memory_connection(
+    run_id: str, tables: dict[str, pa.Table], config: dict[str, Any] | None = None
+) -> duckdb.DuckDBPyConnection:
     """A connection where one run's tables, held in memory, read as the store's views do.
 
     tables are named as the public tables (final_holdings included) and lack
-    run_id, which every view adds. The engine computes a finished run's metrics
+    run_id, which every view adds; `runs` has the run's run_id and config (as
+    JSON text, as in the store). The engine computes a finished run's metrics
     here from what it just recorded, with the same queries as over the store,
     instead of reading its files back (which costs more than the queries).
     """
@@ -209,7 +229,8 @@ def memory_connection(run_id: str, tables: dict[str, pa.Table]) -> duckdb.DuckDB
     for name, table in tables.items():
         con.register(f"_{name}", table)
         con.execute(f'CREATE VIEW "{name}" AS SELECT {sql_string(run_id)} AS run_id, * FROM "_{name}"')
-    con.execute(f"CREATE VIEW runs AS SELECT {sql_string(run_id)} AS run_id")
+    settings = sql_string(json.dumps(config)) if config is not None else "NULL"
+    con.execute(f"CREATE VIEW runs AS SELECT {sql_string(run_id)} AS run_id, {settings}::VARCHAR AS config")
     return con
 
 
@@ -405,17 +426,20 @@ def activity(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 20) -> 
 
 _AGREEMENT_BY_TURN_SQL = """
 WITH ended AS (
-    SELECT turns AS turn, count(*) AS exchanges_ended, count(*) FILTER (outcome = 'accepted') AS accepted
+    SELECT turns AS turn, count(*) AS exchanges_ended, count(*) FILTER (outcome = 'accepted') AS accepted,
+           count(*) FILTER (outcome = 'rejected') AS rejected, count(*) FILTER (outcome = 'no_deal') AS no_deal,
+           count(*) FILTER (outcome = 'invalid') AS invalid, count(*) FILTER (outcome = 'error') AS error
     FROM exchanges WHERE {runs} GROUP BY turns
 )
-SELECT turn, exchanges_ended, accepted, accepted / nullif(sum(accepted) OVER (), 0) AS share_of_agreements
+SELECT turn, exchanges_ended, accepted, rejected, no_deal, invalid, error,
+       accepted / nullif(sum(accepted) OVER (), 0) AS share_of_agreements
 FROM ended ORDER BY turn
 """
 
 
 def agreement_by_turn(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """For each turn t: exchanges that ended at turn t, how many of them were
-    accepted, and share_of_agreements = accepted at t / all accepted."""
+    """For each turn t: exchanges that ended at turn t, how many of them ended in
+    each outcome (schema.OUTCOMES), and share_of_agreements = accepted at t / all accepted."""
     return _frame(con, _AGREEMENT_BY_TURN_SQL, run_id)
 
 
@@ -555,36 +579,43 @@ _PRICE_DISPERSION_SQL = (
     + _RATES
     + """,
 by_pair AS (
-    SELECT "window", pair, count(*) AS trades, avg(ln(rate) ORDER BY exchange_id) AS mean_log_rate,
-           stddev_samp(ln(rate) ORDER BY exchange_id) AS sd_log_rate
+    SELECT "window", pair, count(*) AS trades, count(*) - 1 AS df, avg(ln(rate) ORDER BY exchange_id) AS mean_log_rate,
+           stddev_samp(ln(rate) ORDER BY exchange_id) AS sd
     FROM rates GROUP BY "window", pair
 ),
-pooled AS (  -- within-pair spread pooled over pairs: sqrt(sum (n_p - 1) s_p^2 / sum (n_p - 1))
-    SELECT "window", 'all' AS pair, sum(trades) AS trades, NULL::DOUBLE AS mean_log_rate,
-           sqrt(sum((trades - 1) * coalesce(sd_log_rate, 0) ^ 2 ORDER BY pair) / nullif(sum(trades - 1), 0)) AS sd_log_rate
-    FROM by_pair GROUP BY "window"
-)
-SELECT "window", pair, trades::BIGINT AS trades, mean_log_rate, sd_log_rate FROM pooled
-UNION ALL
-SELECT "window", pair, trades, mean_log_rate, sd_log_rate FROM by_pair
+pooled AS (  -- within-pair spread pooled over pairs: sqrt(sum (n_p - 1) s_p^2 / sum (n_p - 1)); every window, traded or not
+    SELECT w."window", 'all' AS pair, coalesce(sum(p.trades), 0) AS trades, coalesce(sum(p.df), 0) AS df,
+           NULL::DOUBLE AS mean_log_rate,
+           sqrt(sum(p.df * coalesce(p.sd, 0) ^ 2 ORDER BY p.pair) / nullif(sum(p.df), 0)) AS sd
+    FROM (SELECT DISTINCT "window" FROM windowed) AS w LEFT JOIN by_pair AS p USING ("window")
+    GROUP BY w."window"
+),
+spreads AS (SELECT * FROM pooled UNION ALL SELECT * FROM by_pair)
+SELECT "window", pair, trades::BIGINT AS trades, df::BIGINT AS df, mean_log_rate,
+       CASE WHEN df >= $min_df THEN sd END AS sd_log_rate
+FROM spreads
 ORDER BY "window", pair != 'all', pair
 """
 )
 
 
 def price_dispersion(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 10) -> pd.DataFrame:
-    """Per window and resource pair: trades, mean and sample standard deviation
-    of the log exchange rate (see exchange_rates).
+    """Per window and resource pair: trades, degrees of freedom (df = trades -
+    1), mean and sample standard deviation of the log exchange rate (see
+    exchange_rates).
 
     Falling SD of log price is the convergence result of Epstein & Axtell
     (1996, ch. IV; Mesa's Sugarscape G1mt example shows it for one pair). With
     many pairs, the row pair = 'all' gives the pooled within-pair SD,
-    sqrt(sum_p (n_p - 1) s_p^2 / sum_p (n_p - 1)), so different price levels
-    of different pairs do not count as dispersion; its mean_log_rate is None
-    (log rates of different pairs have no common unit). Windows with no trade
-    have no rows.
+    sqrt(sum_p (n_p - 1) s_p^2 / sum_p (n_p - 1)) with df = sum_p (n_p - 1),
+    so different price levels of different pairs do not count as dispersion;
+    its mean_log_rate is None (log rates of different pairs have no common
+    unit). Every window has an 'all' row (trades 0 if none); pairs appear in
+    the windows they traded in. sd_log_rate is None when df <
+    MIN_DISPERSION_DF: too few trades to measure a spread, which is not a
+    spread of 0.
     """
-    return _frame(con, _PRICE_DISPERSION_SQL, run_id, {"windows": windows})
+    return _frame(con, _PRICE_DISPERSION_SQL, run_id, {"windows": windows, "min_df": MIN_DISPERSION_DF})
 
 
 _HOLDINGS_OVER_TIME_SQL = (
@@ -866,6 +897,343 @@ def cost(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     return _frame(con, _COST_SQL, run_id)
 
 
+# --- marginal rates of substitution, the optimum, gains left --------------------------------------
+
+# The swap grid of a run whose participants record no max_units trait (the Traits default).
+DEFAULT_MAX_UNITS: int = Traits.model_fields["max_units"].default
+
+
+@dataclass(frozen=True)
+class Community:
+    """A run's community as arrays, rows in participant_id order, columns in resource_id order.
+
+    What the MRS, optimum and gains-left metrics feed to economy.py and optimum.py
+    (which hold the definitions; nothing economic is computed here).
+    """
+
+    participant_ids: np.ndarray
+    resources: list[str]
+    needs: np.ndarray
+    wants: np.ndarray
+    initial: np.ndarray
+    final: np.ndarray
+    initial_utility: np.ndarray  # as recorded
+    need_weight: float
+    max_units: int  # the largest swap grid any participant searches (rules brain's max_units)
+
+    def world(self, holdings: np.ndarray) -> World:
+        """A World holding these holdings, for the rules brain's swap_gains."""
+        people, resources = holdings.shape
+        population = Population(
+            names=[""] * people, personalities=[""] * people, notes=[""] * people, brains=["rules"] * people,
+            resources=self.resources, kinds=["good"] * resources, holdings=self.initial,
+            needs=self.needs, wants=self.wants, traits={},
+        )
+        return World(population, holdings, self.need_weight, MarketHistory(people, resources), None)
+
+
+_COMMUNITY_SQL = """
+SELECT p.participant_id, r.resource_id, r.name AS resource,
+       coalesce(n.need, 0) AS need, coalesce(n.want, 0.0) AS want,
+       coalesce(i.quantity, 0) AS initial, coalesce(f.quantity, 0) AS final
+FROM participants AS p CROSS JOIN resources AS r
+LEFT JOIN needs AS n ON n.run_id = p.run_id AND n.participant_id = p.participant_id AND n.resource = r.name
+LEFT JOIN initial_holdings AS i ON i.run_id = p.run_id AND i.participant_id = p.participant_id AND i.resource = r.name
+LEFT JOIN final_holdings AS f ON f.run_id = p.run_id AND f.participant_id = p.participant_id AND f.resource = r.name
+WHERE p.{runs} AND r.{runs}
+ORDER BY p.participant_id, r.resource_id
+"""
+
+_PEOPLE_SQL = """
+SELECT participant_id, initial_utility, coalesce(try_cast(json_extract(traits, '$.max_units') AS INTEGER), 0) AS max_units
+FROM participants WHERE {runs} ORDER BY participant_id
+"""
+
+
+def community(con: duckdb.DuckDBPyConnection, run_id: str) -> Community:
+    """The run's needs, wants, initial and final holdings as arrays, with its need_weight
+    (the run's config; SimulationConfig's default when the run has none)."""
+    _check_runs(con, [run_id])
+    cells = con.execute(_sql(_COMMUNITY_SQL, [run_id])).df()
+    people = con.execute(_sql(_PEOPLE_SQL, [run_id])).df()
+    config = con.execute(f"SELECT config FROM runs WHERE {_runs([run_id])}").fetchone()[0]
+    need_weight = json.loads(config).get("need_weight") if config else None
+    if need_weight is None:
+        need_weight = SimulationConfig.model_fields["need_weight"].default
+    shape = (len(people), len(cells) // max(len(people), 1))
+    resources = cells["resource"].iloc[: shape[1]].tolist()
+
+    def matrix(column: str) -> np.ndarray:
+        return cells[column].to_numpy().reshape(shape)
+
+    return Community(
+        participant_ids=people["participant_id"].to_numpy(), resources=resources,
+        needs=matrix("need").astype(np.int64), wants=matrix("want").astype(np.float64),
+        initial=matrix("initial").astype(np.int64), final=matrix("final").astype(np.int64),
+        initial_utility=people["initial_utility"].to_numpy(dtype=np.float64), need_weight=float(need_weight),
+        max_units=int(people["max_units"].max()) if len(people) and people["max_units"].max() > 0 else DEFAULT_MAX_UNITS,
+    )
+
+
+_MRS_TRADES_SQL = (
+    "WITH"
+    + _WINDOWED
+    + """,
+moves AS (  -- every transfer as a change of one participant's holding of one resource
+    SELECT exchange_id, to_id AS participant_id, resource, quantity AS delta FROM transfers WHERE {runs}
+    UNION ALL SELECT exchange_id, from_id, resource, -quantity FROM transfers WHERE {runs}
+),
+before AS (  -- that holding just before the exchange: initial plus every earlier move
+    SELECT m.exchange_id, m.participant_id, m.resource,
+           coalesce(h.quantity, 0) + coalesce(sum(m.delta) OVER (
+               PARTITION BY m.participant_id, m.resource ORDER BY m.exchange_id
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS held
+    FROM moves AS m
+    LEFT JOIN (SELECT participant_id, resource, quantity FROM initial_holdings WHERE {runs}) AS h
+           USING (participant_id, resource)
+)
+SELECT w.exchange_id, w."window",
+       least(w.initiator_gives, w.responder_gives) || '/' || greatest(w.initiator_gives, w.responder_gives) AS pair,
+       w.initiator_id, w.responder_id,
+       least(w.initiator_gives, w.responder_gives) AS first, greatest(w.initiator_gives, w.responder_gives) AS second,
+       CASE WHEN w.initiator_gives < w.responder_gives
+            THEN w.initiator_gives_qty::DOUBLE / w.responder_gives_qty
+            ELSE w.responder_gives_qty::DOUBLE / w.initiator_gives_qty END AS rate,
+       max(b.held) FILTER (b.participant_id = w.initiator_id AND b.resource = least(w.initiator_gives, w.responder_gives)) AS initiator_first,
+       max(b.held) FILTER (b.participant_id = w.initiator_id AND b.resource = greatest(w.initiator_gives, w.responder_gives)) AS initiator_second,
+       max(b.held) FILTER (b.participant_id = w.responder_id AND b.resource = least(w.initiator_gives, w.responder_gives)) AS responder_first,
+       max(b.held) FILTER (b.participant_id = w.responder_id AND b.resource = greatest(w.initiator_gives, w.responder_gives)) AS responder_second
+FROM windowed AS w JOIN before AS b USING (exchange_id)
+WHERE w.outcome = 'accepted'
+GROUP BY ALL ORDER BY w.exchange_id
+"""
+)
+
+
+def _log_mrs(c: Community, people: np.ndarray, first: np.ndarray, second: np.ndarray,
+             held_first: np.ndarray, held_second: np.ndarray) -> np.ndarray:
+    """ln MRS of second for first, ln(m_second / m_first) (economy.marginal_value); NaN where a value is 0."""
+    lam = c.need_weight
+    m_first = economy.marginal_value(held_first, c.needs[people, first], c.wants[people, first], lam)
+    m_second = economy.marginal_value(held_second, c.needs[people, second], c.wants[people, second], lam)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_mrs = np.log(m_second) - np.log(m_first)
+    return np.where(np.isfinite(log_mrs), log_mrs, np.nan)
+
+
+def mrs_prices(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 10) -> pd.DataFrame:
+    """The marginal-rate-of-substitution price of every accepted trade, beside its exchange rate.
+
+    For a participant holding h, m_r = economy.marginal_value (the central
+    whole-unit difference [v_r(h + 1) - v_r(h - 1)] / 2, or v_r(1) - v_r(0) at
+    h = 0), and its MRS of the pair's second resource for its first is
+    m_second / m_first: how many units of the first one unit of the second is
+    worth to it. Pairs are named alphabetically as in exchange_rates, whose
+    rate (units of the first per unit of the second) is on the same scale.
+    Per trade, with both traders' holdings just before it: log_mrs_initiator,
+    log_mrs_responder; log_mrs_price = their mean, the log of the geometric
+    mean of the two MRS (the bilateral trade price of Epstein & Axtell 1996,
+    ch. IV); mrs_gap = |log_mrs_initiator - log_mrs_responder|, how far apart
+    the two valued the goods; log_rate = ln(rate) of the deal. A side whose
+    marginal value of either good is 0 (no want, need met) has no MRS: NaN.
+    """
+    return _mrs_prices(con, run_id, windows, community(con, run_id))
+
+
+def _mrs_prices(con: duckdb.DuckDBPyConnection, run_id: str, windows: int, c: Community) -> pd.DataFrame:
+    trades = _frame(con, _MRS_TRADES_SQL, run_id, {"windows": windows})
+    index = {name: k for k, name in enumerate(c.resources)}
+    first = trades["first"].map(index).to_numpy(dtype=np.int64)
+    second = trades["second"].map(index).to_numpy(dtype=np.int64)
+    row = {pid: k for k, pid in enumerate(c.participant_ids)}
+    sides = {}
+    for side in ("initiator", "responder"):
+        people = trades[f"{side}_id"].map(row).to_numpy(dtype=np.int64)
+        sides[side] = _log_mrs(c, people, first, second, trades[f"{side}_first"].to_numpy(dtype=np.int64),
+                               trades[f"{side}_second"].to_numpy(dtype=np.int64))
+    return pd.DataFrame({
+        "exchange_id": trades["exchange_id"], "window": trades["window"], "pair": trades["pair"],
+        "log_mrs_initiator": sides["initiator"], "log_mrs_responder": sides["responder"],
+        "log_mrs_price": (sides["initiator"] + sides["responder"]) / 2,
+        "mrs_gap": np.abs(sides["initiator"] - sides["responder"]),
+        "log_rate": np.log(trades["rate"].to_numpy(dtype=np.float64)),
+    })
+
+
+_WINDOW_FLOWS_SQL = (
+    "WITH"
+    + _WINDOWED
+    + """,
+moves AS (
+    SELECT exchange_id, to_id AS participant_id, resource, quantity AS delta FROM transfers WHERE {runs}
+    UNION ALL SELECT exchange_id, from_id, resource, -quantity FROM transfers WHERE {runs}
+)
+SELECT w."window", m.participant_id, m.resource, sum(m.delta)::BIGINT AS net
+FROM moves AS m JOIN windowed AS w USING (exchange_id)
+GROUP BY ALL
+"""
+)
+
+_WINDOW_ENDS_SQL = (
+    "WITH"
+    + _WINDOWED
+    + """
+SELECT "window", max(exchange_id) AS after_exchange FROM windowed GROUP BY "window" ORDER BY "window"
+"""
+)
+
+
+def _pooled_sd(sds: list[float], dfs: list[int]) -> float | None:
+    """sqrt(sum df_p s_p^2 / sum df_p) over groups with df_p >= 1, in the order given."""
+    total = sum(dfs)
+    if total == 0:
+        return None
+    return math.sqrt(sum(df * sd * sd for sd, df in zip(sds, dfs) if df > 0) / total)
+
+
+def mrs_dispersion(con: duckdb.DuckDBPyConnection, run_id: str, windows: int = 10) -> pd.DataFrame:
+    """How far apart participants value goods: the SD of log MRS across all holders
+    of both goods of a pair, at the start and after each window.
+
+    One row per moment and pair: after_exchange (0 = the start, else the last
+    exchange of the window; window is NULL at the start), pair (alphabetical,
+    as in mrs_prices), holders = participants holding at least one unit of
+    both goods, df = holders - 1, sd_log_mrs = sample SD of their log MRS of
+    the second for the first (mrs_prices' definition; holders with no MRS left
+    out). The pair 'all' pools the pairs, sqrt(sum_p df_p s_p^2 / sum_p df_p)
+    with df = sum_p df_p, so different price levels of different pairs are not
+    counted as dispersion. In a market that found one price per pair it would
+    fall towards 0 (Epstein & Axtell 1996, ch. IV). sd_log_mrs is NULL when df
+    < MIN_DISPERSION_DF (too few holders), never 0 for want of data.
+    """
+    return _mrs_dispersion(con, run_id, windows, community(con, run_id))
+
+
+def _mrs_dispersion(con: duckdb.DuckDBPyConnection, run_id: str, windows: int, c: Community) -> pd.DataFrame:
+    ends = _frame(con, _WINDOW_ENDS_SQL, run_id, {"windows": windows})
+    flows = _frame(con, _WINDOW_FLOWS_SQL, run_id, {"windows": windows})
+    index = {name: k for k, name in enumerate(c.resources)}
+    row = {pid: k for k, pid in enumerate(c.participant_ids)}
+    net = np.zeros((len(ends),) + c.initial.shape, dtype=np.int64)
+    if len(flows):
+        net[flows["window"].to_numpy(dtype=np.int64), flows["participant_id"].map(row).to_numpy(dtype=np.int64),
+            flows["resource"].map(index).to_numpy(dtype=np.int64)] = flows["net"].to_numpy(dtype=np.int64)
+    states = [(None, 0, c.initial)]
+    held = c.initial
+    for k, (window, after) in enumerate(ends[["window", "after_exchange"]].itertuples(index=False)):
+        held = held + net[k]
+        states.append((int(window), int(after), held))
+
+    order = sorted(range(len(c.resources)), key=lambda k: c.resources[k])
+    pairs = [(a, b) for x, a in enumerate(order) for b in order[x + 1:]]
+    people = np.arange(len(c.participant_ids))
+    rows = []
+    for window, after, held in states:
+        sds, dfs, per_pair = [], [], []
+        for a, b in pairs:
+            holders = people[(held[:, a] > 0) & (held[:, b] > 0)]
+            log_mrs = _log_mrs(c, holders, np.full(len(holders), a), np.full(len(holders), b),
+                               held[holders, a], held[holders, b])
+            log_mrs = log_mrs[~np.isnan(log_mrs)]
+            df = max(len(log_mrs) - 1, 0)
+            sd = float(np.std(log_mrs, ddof=1)) if df > 0 else None
+            sds.append(sd or 0.0)
+            dfs.append(df)
+            per_pair.append((f"{c.resources[a]}/{c.resources[b]}", len(log_mrs), df, sd))
+        pooled = _pooled_sd(sds, dfs)
+        rows.append((window, after, "all", sum(p[1] for p in per_pair), sum(dfs), pooled))
+        rows.extend((window, after, *p) for p in per_pair)
+    frame = pd.DataFrame(rows, columns=["window", "after_exchange", "pair", "holders", "df", "sd_log_mrs"])
+    frame["window"] = frame["window"].astype("Int64")
+    frame.loc[frame["df"] < MIN_DISPERSION_DF, "sd_log_mrs"] = None
+    frame["sd_log_mrs"] = frame["sd_log_mrs"].astype("float64")
+    return frame
+
+
+def allocative_efficiency(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """The realised welfare gain against the largest one possible.
+
+    welfare_optimum = sum_i U_i at the exact utilitarian optimum over
+    whole-unit reallocations of the run's totals (optimum.utilitarian_optimum;
+    economy.utility); max_gain = welfare_optimum - welfare_initial; realised_gain
+    = summary()'s welfare_change (as recorded); efficiency = realised_gain /
+    max_gain: 1 when the market reached an optimum, 0 when it gained nothing
+    (1 when the start is already optimal and the end is too; None when
+    max_gain is 0 but welfare fell). below_start = participants whom that
+    optimum leaves with less utility than they started with, i.e. how far it
+    is from anything voluntary trade could reach (it maximises the sum, not
+    everyone's gain); worst_loss = the largest such loss.
+    """
+    return _efficiency(community(con, run_id), summary(con, run_id)["welfare_change"])
+
+
+def _efficiency(c: Community, realised: float) -> dict[str, Any]:
+    optimum = utilitarian_optimum(c.initial.sum(axis=0), c.needs, c.wants, c.need_weight)
+    utility = economy.utility(optimum, c.needs, c.wants, c.need_weight)
+    welfare_initial = float(c.initial_utility.sum())
+    welfare_optimum = float(utility.sum())
+    max_gain = welfare_optimum - welfare_initial
+    if max_gain > _TOLERANCE:
+        efficiency = realised / max_gain
+    else:
+        efficiency = 1.0 if realised >= -_TOLERANCE else None
+    loss = c.initial_utility - utility
+    return {
+        "welfare_initial": welfare_initial,
+        "welfare_optimum": welfare_optimum,
+        "max_gain": max_gain,
+        "realised_gain": realised,
+        "efficiency": efficiency,
+        "below_start": int((loss > _TOLERANCE).sum()),
+        "worst_loss": float(loss.max()) if (loss > _TOLERANCE).any() else 0.0,
+    }
+
+
+# Above this many pairs, gains_left_on_table checks a fixed random sample of this many.
+MAX_PAIRS_CHECKED = 20_000
+
+
+def gains_left_on_table(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """Swaps two participants would still both take at the end of the run.
+
+    A pair has gains left when some whole-unit swap between them (one gives x
+    units of a, the other y units of b, 1 <= x, y <= the run's largest
+    max_units: the rules brain's grid and swap_gains, via
+    optimum.best_mutual_swaps) raises both utilities at the final holdings.
+    pairs_with_gains = such pairs among pairs_checked; share = their share;
+    best_gain = the largest joint gain of such a swap; pairs_total = n(n-1)/2.
+    Up to MAX_PAIRS_CHECKED pairs every pair is checked (sampled = False);
+    above it, a uniform sample of that many distinct pairs drawn with a fixed
+    seed (so a run's figure is reproducible), and estimated_pairs = share x
+    pairs_total. A sampled best_gain is a lower bound of the true best. A run at
+    a pairwise-optimal allocation has 0 pairs with gains (Feldman 1973).
+    """
+    return _gains_left(community(con, run_id))
+
+
+def _gains_left(c: Community) -> dict[str, Any]:
+    people = len(c.participant_ids)
+    total = people * (people - 1) // 2
+    first, second = np.triu_indices(people, 1)
+    sampled = total > MAX_PAIRS_CHECKED
+    if sampled:
+        chosen = np.sort(np.random.default_rng(0).choice(total, size=MAX_PAIRS_CHECKED, replace=False))
+        first, second = first[chosen], second[chosen]
+    best = best_mutual_swaps(c.world(c.final), first, second, c.max_units)
+    found = ~np.isnan(best)
+    checked = len(first)
+    share = float(found.sum() / checked) if checked else None
+    return {
+        "pairs_total": total,
+        "pairs_checked": checked,
+        "sampled": sampled,
+        "pairs_with_gains": int(found.sum()),
+        "share": share,
+        "estimated_pairs": share * total if share is not None else None,
+        "best_gain": float(best[found].max()) if found.any() else None,
+    }
+
+
 # --- outcome metrics of a run, for sweeps -------------------------------------------------------
 
 # summary() keys kept as a run's outcome metrics: the figures a study compares
@@ -894,8 +1262,16 @@ def run_metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, float]
     - The summary() figures of _OUTCOME_KEYS (welfare, need fulfilment,
       acceptance, Nash and Rawls welfare, Gini of holdings and utility).
     - price_sd_first / price_sd_last: pooled within-pair SD of log exchange
-      rates (price_dispersion, pair 'all') in the first and last of 4 windows
-      that had trades; price convergence = last < first.
+      rates (price_dispersion, pair 'all') in the first and last of 4 windows,
+      left out when that window has too few trades; price_df_first /
+      price_df_last: its degrees of freedom (always there).
+    - mrs_sd_initial / mrs_sd_final, mrs_df_initial / mrs_df_final: pooled SD
+      of log MRS across holders at the start and at the end (mrs_dispersion);
+      mrs_gap_first / mrs_gap_last: mean |difference of the two traders' log
+      MRS| over the trades of the first and last of 4 windows (mrs_prices).
+    - efficiency, optimum_max_gain, optimum_below_start
+      (allocative_efficiency); gains_left_share, gains_left_best
+      (gains_left_on_table; best only when some pair has gains left).
     - adherence_followed: share of accepted deals with advice that were exactly
       the suggested swap; adherence_distance: mean |agreed - suggested log
       rate| over deals on the suggested resources (facilitator_adherence);
@@ -909,10 +1285,27 @@ def run_metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, float]
     overall = summary(con, run_id)
     values: dict[str, Any] = {key: overall[key] for key in _OUTCOME_KEYS}
     pooled = price_dispersion(con, run_id, windows=4)
-    pooled = pooled[(pooled["pair"] == "all") & pooled["sd_log_rate"].notna()]
+    pooled = pooled[pooled["pair"] == "all"]
     if len(pooled):
-        values["price_sd_first"] = pooled["sd_log_rate"].iloc[0]
-        values["price_sd_last"] = pooled["sd_log_rate"].iloc[-1]
+        for name, k in (("first", 0), ("last", -1)):
+            values[f"price_sd_{name}"] = pooled["sd_log_rate"].iloc[k]
+            values[f"price_df_{name}"] = pooled["df"].iloc[k]
+    c = community(con, run_id)
+    spread = _mrs_dispersion(con, run_id, 4, c)
+    spread = spread[spread["pair"] == "all"]
+    for name, k in (("initial", 0), ("final", -1)):
+        values[f"mrs_sd_{name}"] = spread["sd_log_mrs"].iloc[k]
+        values[f"mrs_df_{name}"] = spread["df"].iloc[k]
+    gaps = _mrs_prices(con, run_id, 4, c).groupby("window")["mrs_gap"].mean()
+    if len(gaps):
+        values["mrs_gap_first"], values["mrs_gap_last"] = gaps.iloc[0], gaps.iloc[-1]
+    efficiency = _efficiency(c, overall["welfare_change"])
+    values["efficiency"] = efficiency["efficiency"]
+    values["optimum_max_gain"] = efficiency["max_gain"]
+    values["optimum_below_start"] = efficiency["below_start"]
+    left = _gains_left(c)
+    values["gains_left_share"] = left["share"]
+    values["gains_left_best"] = left["best_gain"]
     adherence = facilitator_adherence(con, run_id)
     if len(adherence):
         values["adherence_followed"] = adherence["followed"].mean()

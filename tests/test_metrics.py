@@ -221,13 +221,61 @@ def test_exchange_rates_name_pairs_alphabetically_and_price_the_second(con) -> N
     assert frame["log_rate"].tolist() == pytest.approx([LN2, 0, 0])
 
 
-def test_price_dispersion_is_the_sd_of_log_rates_per_window(con) -> None:
+def test_price_dispersion_is_the_sd_of_log_rates_per_window(con, monkeypatch) -> None:
+    monkeypatch.setattr(metrics, "MIN_DISPERSION_DF", 2)
     frame = metrics.price_dispersion(con, "hand", windows=1)
     assert frame["pair"].tolist() == ["all", "apples/bread"]
     assert frame["trades"].tolist() == [3, 3]
+    assert frame["df"].tolist() == [2, 2]
     sd = float(np.std([LN2, 0, 0], ddof=1))
     assert frame["sd_log_rate"].tolist() == pytest.approx([sd, sd])
     assert frame["mean_log_rate"].iloc[1] == pytest.approx(LN2 / 3)
+
+
+def test_a_window_with_too_few_trades_has_no_spread_rather_than_a_spread_of_zero(con) -> None:
+    # Windows of 1 exchange each: 1 trade (df 0) in windows 0-2, none in window 3 (an invalid deal).
+    frame = metrics.price_dispersion(con, "hand", windows=4)
+    pooled = frame[frame["pair"] == "all"]
+    assert pooled["window"].tolist() == [0, 1, 2, 3]
+    assert pooled["trades"].tolist() == [1, 1, 1, 0]
+    assert pooled["df"].tolist() == [0, 0, 0, 0]
+    assert pooled["sd_log_rate"].isna().all()
+    # Three trades are 2 degrees of freedom, fewer than the least a spread is reported on.
+    whole = metrics.price_dispersion(con, "hand", windows=1)
+    assert metrics.MIN_DISPERSION_DF > 2 and whole["sd_log_rate"].isna().all()
+
+
+def test_mrs_price_of_a_trade_is_the_geometric_mean_of_both_traders_mrs_before_it(con) -> None:
+    # Exchange 1: Ada (4 apples, 0 bread; needs 2 bread) gives 2 apples to Ben (0 apples, 4 bread;
+    # needs 2 apples) for 1 bread. lambda = 2 (the default; the run records no config), wants 1.
+    # Marginal values (central differences; the forward one at 0 units):
+    #   Ada: apples at 4 = (ln 6 - ln 4) / 2, bread at 0 = 2 + ln 2; Ben the mirror image.
+    frame = metrics.mrs_prices(con, "hand", windows=1)
+    assert frame["exchange_id"].tolist() == [1, 2, 3]
+    assert frame["pair"].tolist() == ["apples/bread"] * 3
+    plenty, needed = math.log(1.5) / 2, 2 + LN2
+    first = frame.iloc[0]
+    assert first["log_mrs_initiator"] == pytest.approx(math.log(needed / plenty))
+    assert first["log_mrs_responder"] == pytest.approx(math.log(plenty / needed))
+    assert first["log_mrs_price"] == pytest.approx(0.0)
+    assert first["mrs_gap"] == pytest.approx(2 * math.log(needed / plenty))
+    assert first["log_rate"] == pytest.approx(LN2)  # 2 apples per bread
+    # Exchange 2: Ben (2 apples, 3 bread) gives 1 bread to Cy (2 apples, 2 bread; no needs) for 1 apple.
+    second = frame.iloc[1]
+    ben_apples, ben_bread = (4 + math.log(4) - 2 - LN2) / 2, (math.log(5) - math.log(3)) / 2
+    assert second["log_mrs_initiator"] == pytest.approx(math.log(ben_bread / ben_apples))
+    assert second["log_mrs_responder"] == pytest.approx(0.0)  # same holdings, same wants: MRS 1
+
+
+def test_mrs_dispersion_counts_holders_of_both_goods_and_withholds_a_spread_of_one(con) -> None:
+    frame = metrics.mrs_dispersion(con, "hand", windows=1)
+    start = frame[frame["after_exchange"] == 0].set_index("pair")
+    # At the start only Cy holds both apples and bread: one holder, no spread (NULL, not 0).
+    assert start.loc["all", "holders"] == 1 and start.loc["all", "df"] == 0
+    assert math.isnan(start.loc["all", "sd_log_mrs"])
+    end = frame[frame["after_exchange"] == 4].set_index("pair")
+    assert end.loc["apples/bread", "holders"] == 3 and end.loc["apples/bread", "df"] == 2
+    assert math.isnan(end.loc["apples/bread", "sd_log_mrs"])  # 2 df < MIN_DISPERSION_DF
 
 
 def test_holdings_over_time_follow_transfers_per_personality(con) -> None:

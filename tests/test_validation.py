@@ -83,11 +83,16 @@ def test_among_cautious_participants_no_trade_lowers_anyones_utility_and_welfare
 # 2. Prices converge ------------------------------------------------------------------------------
 
 
-def test_spread_of_log_exchange_rates_falls_from_first_to_last_window(market: Store) -> None:
+def test_spread_of_log_exchange_rates_falls_from_first_to_last_measurable_window(market: Store) -> None:
+    # The last windows trade too little to measure a spread in most seeds (fewer than
+    # metrics.MIN_DISPERSION_DF degrees of freedom: NULL, not 0), so the comparison is
+    # with the last window that has one.
     def spread(con, run_id: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
         frame = metrics.price_dispersion(con, run_id, windows=WINDOWS)
-        pooled = frame[frame["pair"] == "all"].set_index("window")["sd_log_rate"]
-        return pooled.get(0, np.nan), pooled.get(WINDOWS - 1, np.nan)
+        pooled = frame[frame["pair"] == "all"].set_index("window")["sd_log_rate"].dropna()
+        if 0 not in pooled.index or pooled.index[-1] == 0:
+            return np.nan, np.nan
+        return pooled.loc[0], pooled.iloc[-1]
 
     spreads = _per_seed(market, spread)
     fell = sum(last < first for first, last in spreads)  # a NaN (no spread measurable) counts as a failure
