@@ -469,16 +469,16 @@ def cmd_runs(args: argparse.Namespace, store_root: Path) -> int:
 
     store = Store(store_root)
     if args.runs_command == "list":
-        runs = store.runs()
-        if args.json:
-            print(json.dumps([_public(r) for r in runs], indent=2, default=str))
+        if args.json:  # every run's whole record
+            print(json.dumps([_public(r) for r in store.runs()], indent=2, default=str))
             return 0
-        if not runs:
+        from commonpool.store.listing import table_rows
+
+        listed = store.run_list()
+        if not listed:
             print(f"no runs in {store_root}")
             return 0
-        rows = [(r.run_id, r.status, str(r.meta.get("exchanges_recorded", "")), str(r.meta.get("accepted", "")),
-                 str(r.meta.get("engine", "")), str(r.started_at or "")[:19]) for r in runs]
-        _print_table(("run_id", "status", "exchanges", "accepted", "engine", "started"), rows)
+        _print_table(("run_id", "status", "exchanges", "accepted", "engine", "started"), table_rows(listed))
         return 0
     try:
         info = store.run(_run_id(args.run_id))

@@ -402,6 +402,13 @@ class Store:
         runs, _ = self._scan(prefix=prefix)
         return _newest_first([r.info for r in runs], lambda i: (i.started_at or "", i.run_id))
 
+    def run_list(self, prefix: str = "") -> list[Any]:
+        """What `runs list` shows of every run (listing.RunSummary), newest first: Store.runs()'s
+        statuses, read from a cache for packed runs (see listing.py), so 10,000 runs list in a blink."""
+        from commonpool.store.listing import run_list
+
+        return run_list(self, prefix)
+
     def has_run(self, run_id: str) -> bool:
         """Whether a run folder of that id exists (even one still being created, before its run.json)."""
         return (self.root / "runs" / run_id).exists()
