@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import re
 import sys
@@ -135,8 +136,10 @@ def build_parser() -> Parser:
     export.add_argument("--format", default="parquet", help="json | csv | parquet | duckdb")
     export.add_argument("--dest", type=Path, default=None, help="where (default: exports/<run_id>.<format>)")
 
-    metrics = sub.add_parser("metrics", parents=[store], help="one run's metrics: activity, welfare, distribution, network")
-    metrics.add_argument("run_id")
+    metrics = sub.add_parser("metrics", parents=[store],
+                             help="a run's metrics (welfare, needs, inequality, prices, facilitator, network, by "
+                                  "personality); several runs side by side")
+    metrics.add_argument("run_id", nargs="+", help="one run, or several to compare side by side")
     metrics.add_argument("--json", action="store_true")
 
     resume = sub.add_parser("resume", parents=[store], help="continue an interrupted or failed run without paying again")
@@ -487,16 +490,79 @@ def cmd_runs(args: argparse.Namespace, store_root: Path) -> int:
     if args.json:
         print(json.dumps(_public(info), indent=2, default=str))
     else:
-        for key, value in _public(info).items():
-            if key != "config":
-                print(f"{key:>20}: {value}")
+        print("\n".join(_run_text(_public(info))))
     return 0
 
 
+# Bookkeeping of the store and the process that wrote a run: not part of what a run is.
+_INTERNAL = ("pid", "pid_start_time", "host", "manifest", "committed_parts")
+
+
 def _public(info: object) -> dict[str, object]:
-    data = {k: v for k, v in info.meta.items() if k not in ("pid", "pid_start_time", "host")}  # type: ignore[attr-defined]
+    data = {k: v for k, v in info.meta.items() if k not in _INTERNAL}  # type: ignore[attr-defined]
     data["run_id"], data["status"] = info.run_id, info.status  # type: ignore[attr-defined]
     return data
+
+
+def _shown(value: object) -> str:
+    """A value as a person reads it: '-' for none, JSON (not Python) for anything nested."""
+    if value is None or value == [] or value == {}:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return _number(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _config_text(config: dict[str, object]) -> dict[str, str]:
+    """A stored config, field by field, as `runs show` prints it."""
+    shown: dict[str, str] = {}
+    order = {field: k for k, field in enumerate(SimulationConfig.model_fields)}
+    for field, value in sorted(config.items(), key=lambda item: order.get(item[0], len(order))):
+        if field == "resources" and isinstance(value, list):
+            shown[field] = ", ".join(r["name"] if r.get("kind", "good") == "good" else f"{r['name']} ({r['kind']})"
+                                     for r in value)
+        elif field == "personalities" and isinstance(value, dict):
+            shown[field] = ", ".join(f"{name} {_number(float(weight))}" for name, weight in value.items())
+        elif field == "custom_personalities" and isinstance(value, list):
+            shown[field] = ", ".join(p["name"] for p in value) or "-"
+        elif field == "roster" and isinstance(value, list):
+            shown[field] = f"{len(value):,} members"
+        else:
+            shown[field] = _shown(value)
+    return shown
+
+
+def _run_text(data: dict[str, object]) -> list[str]:
+    """`runs show` for people: what happened, then the config that made it."""
+    meta = dict(data)
+    config = meta.pop("config", None)
+    lines = [f"run {meta.pop('run_id')}: {meta.pop('status')}"]
+    done, target, accepted = meta.pop("exchanges_recorded", None), meta.pop("exchanges_target", None), meta.pop("accepted", None)
+    facts: dict[str, str] = {}
+    if done is not None:
+        facts["exchanges"] = f"{done:,}" + (f" of {target:,}" if target is not None else "")
+        if accepted is not None:
+            facts["exchanges"] += f", {accepted:,} accepted ({accepted / max(done, 1):.0%})"
+    started, finished, seconds = meta.pop("started_at", None), meta.pop("finished_at", None), meta.pop("duration_s", None)
+    facts["started"] = str(started or "-").replace("T", " ")[:19]
+    if finished:
+        facts["finished"] = str(finished).replace("T", " ")[:19] + (f" ({seconds:.2f} s)" if seconds is not None else "")
+    calls = meta.pop("llm_calls", 0) or 0
+    prompt, completion, cost = (meta.pop(k, 0) or 0 for k in ("prompt_tokens", "completion_tokens", "cost_usd"))
+    if calls:
+        facts["LLM"] = f"{int(calls):,} calls, {int(prompt):,} prompt + {int(completion):,} completion tokens, ${cost:.4f}"
+    facts.update({key: _shown(value) for key, value in meta.items() if value is not None})
+    width = max(len(k) for k in facts)
+    lines += [f"  {key:<{width}}  {value}" for key, value in facts.items()]
+    if isinstance(config, dict):
+        fields = _config_text(config)
+        width = max(len(k) for k in fields)
+        lines += ["config:", *(f"  {key:<{width}}  {value}" for key, value in fields.items())]
+    return lines
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -577,39 +643,112 @@ def cmd_roster(args: argparse.Namespace, store_root: Path) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace, store_root: Path) -> int:
-    from commonpool import metrics
     from commonpool.store import RunNotFoundError, Store
 
+    store = Store(store_root)
+    run_ids = list(dict.fromkeys(_run_id(r) for r in args.run_id))
+    for run_id in run_ids:
+        try:
+            store.run(run_id)
+        except RunNotFoundError:
+            raise BadInput(f"run_id: no run named {run_id!r} in {store_root}; see `commonpool runs list`") from None
+    con = store.connect(run_ids)
     try:
-        Store(store_root).run(_run_id(args.run_id))
-    except RunNotFoundError:
-        raise BadInput(f"run_id: no run named {args.run_id!r} in {store_root}; see `commonpool runs list`") from None
-    con = Store(store_root).connect()
-    try:
-        summary = metrics.summary(con, args.run_id)
-        network = metrics.network_summary(con, args.run_id)
-        groups = metrics.by_personality(con, args.run_id)
+        shown = [_run_figures(con, run_id) for run_id in run_ids]
     finally:
         con.close()
-    # NaN is not JSON: empty cells (no trades, no LLM calls) become null.
-    group_rows = [{k: metrics.plain(v) for k, v in row.items()} for row in groups.to_dict("records")]
     if args.json:
-        print(json.dumps({"run_id": args.run_id, "summary": summary, "network": network,
-                          "by_personality": group_rows}, indent=2))
-        return 0
-    width = max(len(k) for k in (*summary, *network))
-    for key, value in (*summary.items(), *network.items()):
-        print(f"{key:>{width}}: {_cell(value)}")
-    print()
-    _print_table(list(groups.columns), [[_cell(v) for v in row.values()] for row in group_rows])
+        print(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2))
+    elif len(shown) == 1:
+        _print_figures(shown[0])
+    else:
+        _print_side_by_side(shown)
     return 0
 
 
+# Outcome figures (metrics.run_metrics) shown in their own sections; the rest of
+# run_metrics beyond summary() and the per-personality figures goes under "outcomes".
+_PRICE_FIGURES = ("price_sd_first", "price_sd_last", "price_df_first", "price_df_last")
+_FACILITATOR_FIGURES = ("adherence_followed", "adherence_distance", "anchoring")
+
+
+def _run_figures(con: object, run_id: str) -> dict[str, object]:
+    """One run's figures by section, from the functions in commonpool.metrics (never recomputed here).
+
+    NaN is not JSON: a figure a run does not have (no trades, no facilitator) is None.
+    """
+    from commonpool import metrics
+
+    summary = metrics.summary(con, run_id)  # type: ignore[arg-type]
+    outcomes = metrics.run_metrics(con, run_id)  # type: ignore[arg-type]
+    groups = metrics.by_personality(con, run_id)  # type: ignore[arg-type]
+    sectioned = {*summary, *_PRICE_FIGURES, *_FACILITATOR_FIGURES}
+    return {
+        "run_id": run_id,
+        "summary": summary,
+        "prices": {key: outcomes.get(key) for key in _PRICE_FIGURES},
+        "facilitator": {key: outcomes.get(key) for key in _FACILITATOR_FIGURES},
+        "outcomes": {key: value for key, value in outcomes.items() if key not in sectioned and ":" not in key},
+        "network": metrics.network_summary(con, run_id),  # type: ignore[arg-type]
+        "by_personality": [{k: metrics.plain(v) for k, v in row.items()} for row in groups.to_dict("records")],
+    }
+
+
+_SECTIONS = ("summary", "prices", "facilitator", "outcomes", "network")
+
+
+def _print_figures(figures: dict[str, object]) -> None:
+    flat = [(key, value) for section in _SECTIONS for key, value in figures[section].items()]  # type: ignore[attr-defined]
+    width = max(len(key) for key, _ in flat)
+    for key, value in flat:
+        print(f"{key:>{width}}: {_cell(value)}")
+    groups: list[dict[str, object]] = figures["by_personality"]  # type: ignore[assignment]
+    if groups:
+        print()
+        _print_table(list(groups[0]), [[_cell(v) for v in row.values()] for row in groups])
+
+
+def _print_side_by_side(runs: list[dict[str, object]]) -> None:
+    """One row per figure, one column per run: every figure any of the runs has, per personality too."""
+    columns: dict[str, list[object]] = {}
+    for k, figures in enumerate(runs):
+        rows = [(key, value) for section in _SECTIONS for key, value in figures[section].items()]  # type: ignore[attr-defined]
+        for group in figures["by_personality"]:  # type: ignore[attr-defined]
+            rows += [(f"{key}:{group['personality']}", value) for key, value in group.items() if key != "personality"]
+        for key, value in rows:
+            columns.setdefault(key, [None] * len(runs))[k] = value
+    header = ["figure", *(str(f["run_id"]) for f in runs)]
+    table = [[key, *(_cell(v) for v in values)] for key, values in columns.items()]
+    widths = [max(len(row[c]) for row in (header, *table)) for c in range(len(header))]
+    for row in (header, *table):
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:]))]
+        print("  ".join(cells).rstrip())
+
+
+def _number(value: float) -> str:
+    """A float for people: thousands separators, about 4 significant digits, never 2.192e+04."""
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    magnitude = abs(value)
+    if magnitude >= 1000 or value == int(value):
+        return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+    decimals = min(12, 3 - math.floor(math.log10(magnitude))) if magnitude else 0
+    text = f"{value:.{max(decimals, 0)}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
+
+
 def _cell(value: object) -> str:
+    """A table cell: '-' for nothing, numbers as _number writes them."""
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return _number(value)
     return str(value)
 
 

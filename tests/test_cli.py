@@ -193,3 +193,64 @@ def test_sql_refuses_a_limit_out_of_range_in_one_line(tmp_path: Path, limit: str
     done = cli("sql", "SELECT 1", "--limit", limit, store=tmp_path / "store")
     assert done.returncode == 2
     assert done.stderr == f"commonpool: error: --limit: {limit} is out of range; allowed: 1 to 1,000,000\n"
+
+
+def test_number_format_is_for_people() -> None:
+    from commonpool.cli import _cell
+
+    assert [_cell(v) for v in (21923.4, 21920.0, 1234567, 0.75, 0.000123456, 12.3456, -3.5, None, float("nan"))] == [
+        "21,923.4", "21,920", "1,234,567", "0.75", "0.0001235", "12.35", "-3.5", "-", "-"]
+
+
+def test_metrics_shows_prices_and_the_facilitator_and_two_runs_side_by_side(simulate, store, capsys) -> None:
+    import re
+
+    from commonpool import metrics
+    from commonpool.cli import main
+
+    advised = simulate(simulation_id="advised", num_participants=150, min_exchanges=400, max_exchanges=400).run_id
+    control = simulate(simulation_id="control", num_participants=150, min_exchanges=400, max_exchanges=400,
+                       facilitator=False).run_id
+    assert main(["metrics", advised]) == 0
+    text = capsys.readouterr().out
+    for figure in ("price_sd_first", "price_sd_last", "adherence_followed", "anchoring", "welfare_initial"):
+        assert re.search(rf"^ *{figure}: \S", text, re.MULTILINE), figure
+    assert not re.search(r"\de[+-]\d", text)  # never 2.192e+04
+    assert re.search(r"welfare_initial: \d{1,3},\d{3}", text)  # this community's welfare is in the thousands
+
+    assert main(["metrics", advised, "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    con = store.connect()
+    assert one["facilitator"]["anchoring"] == pytest.approx(metrics.anchoring(con, advised))
+    assert one["prices"]["price_sd_last"] is not None and one["summary"]["exchanges"] == 400
+
+    assert main(["metrics", advised, control]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["figure", advised, control]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert rows["anchoring"][1] == "-" and rows["anchoring"][0] != "-"
+    assert rows["exchanges"] == ["400", "400"]
+    assert "utility_gain:cautious" in rows
+    assert main(["metrics", advised, control, "--json"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [advised, control]
+    assert main(["metrics", advised, "nope"]) == 2
+    assert "no run named 'nope'" in capsys.readouterr().err
+
+
+def test_runs_show_prints_the_config_and_no_internals(simulate, capsys) -> None:
+    from commonpool.cli import main
+
+    simulate(simulation_id="shown", seed=7, max_turns=4, facilitator=False)
+    assert main(["runs", "show", "shown"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("run shown: completed\n")
+    for hidden in ("committed_parts", "manifest", "None", "{'", "pid"):
+        assert hidden not in text, hidden
+    config = text.split("\nconfig:\n")[1]
+    rows = {line.split()[0]: " ".join(line.split()[1:]) for line in config.splitlines()}
+    assert rows["max_turns"] == "4" and rows["seed"] == "7" and rows["facilitator"] == "no"
+    assert rows["model"] == "-" and rows["personalities"] == "cautious 1, generous 1, strategic 1"
+    assert rows["resources"].startswith("books, tools,") and "bike repairs (skill)" in rows["resources"]
+    assert main(["runs", "show", "shown", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["config"]["max_turns"] == 4 and "manifest" not in shown and "committed_parts" not in shown
