@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from commonpool.personalities import BUILTIN
+from commonpool.store.schema import OUTCOME_LABELS, OUTCOMES
 
 # The built-in personalities keep one colour on every chart and page; custom
 # ones take the next colours of the same scheme.
@@ -27,6 +28,29 @@ _SCHEME = "tableau10"
 # A network drawing with more edges than this is a hairball; the busiest edges
 # carry the picture.
 MAX_NETWORK_EDGES = 400
+# More participants than this make the circle a solid ring: the busiest traders
+# are drawn, and the title says how many of how many.
+MAX_NETWORK_NODES = 120
+
+# Width follows the page column; the height asked for is the plot's, and the
+# title, axes and legends are added to it. Without this Streamlit fits the
+# whole chart, legend included, into the height, and a tall legend clips the
+# chart and spills over the next one.
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+# Counts are whole numbers: no 0.5 ticks, no 9.000000.
+COUNT_AXIS = alt.Axis(format=",d", tickMinStep=1)
+COUNT_LEGEND = alt.Legend(format=",d", tickMinStep=1)
+WINDOW_AXIS = alt.Axis(format="d", tickMinStep=1, title="window")
+
+
+def fitted(chart: alt.Chart | alt.LayerChart) -> alt.Chart | alt.LayerChart:
+    """A single or layered chart as wide as its column (facets and concatenations cannot follow a column)."""
+    return chart.properties(width="container", autosize=FIT_WIDTH)
+
+
+def bottom_legend(columns: int, title: str | None = None, label_limit: int = 180) -> alt.Legend:
+    """A legend under the plot, in columns, so it never makes the chart wider or taller than asked."""
+    return alt.Legend(orient="bottom", columns=columns, labelLimit=label_limit, title=title, symbolLimit=0)
 
 
 def personality_color(personalities: list[str], title: str = "personality") -> alt.Color:
@@ -40,47 +64,62 @@ def activity_chart(activity: pd.DataFrame) -> alt.LayerChart:
 
     Windows are equal slices of the run, so their exchange counts are flat and not drawn.
     """
-    base = alt.Chart(activity).encode(x=alt.X("first_exchange:Q", title="exchange # (start of window)"))
-    tooltip = ["window", "first_exchange", "last_exchange", "exchanges", "accepted",
+    base = alt.Chart(activity).encode(x=alt.X("first_exchange:Q", title="exchange # (start of window)",
+                                              axis=COUNT_AXIS))
+    tooltip = ["window", alt.Tooltip("first_exchange:Q", format=","), alt.Tooltip("last_exchange:Q", format=","),
+               alt.Tooltip("exchanges:Q", format=","), alt.Tooltip("accepted:Q", format=","),
                alt.Tooltip("acceptance_rate:Q", format=".1%"), alt.Tooltip("mean_turns:Q", format=".2f")]
-    rate = base.mark_line(point=True, color="#1f77b4").encode(
+    rate = base.mark_line(point=alt.OverlayMarkDef(color="#1f77b4"), color="#1f77b4").encode(
         y=alt.Y("acceptance_rate:Q", title="acceptance rate (blue)", axis=alt.Axis(format="%"),
                 scale=alt.Scale(domain=[0, 1])),
         tooltip=tooltip,
     )
-    turns = base.mark_line(point=True, color="#ff7f0e", strokeDash=[4, 3]).encode(
+    turns = base.mark_line(point=alt.OverlayMarkDef(color="#ff7f0e"), color="#ff7f0e", strokeDash=[4, 3]).encode(
         y=alt.Y("mean_turns:Q", title="mean turns (orange)", scale=alt.Scale(zero=True)),
         tooltip=tooltip,
     )
-    return alt.layer(rate, turns).resolve_scale(y="independent").properties(
+    return fitted(alt.layer(rate, turns).resolve_scale(y="independent").properties(
         title="Activity and acceptance over the run", height=260
-    )
+    ))
+
+
+# One colour per outcome, in schema.OUTCOMES order: agreement green, the two ways
+# of parting grey, the two failures warm.
+OUTCOME_COLOURS = ["#2ca02c", "#9e9e9e", "#cfcfcf", "#ff7f0e", "#d62728"]
 
 
 def agreement_by_turn_chart(by_turn: pd.DataFrame) -> alt.Chart:
-    """When negotiations end, and how many of them in agreement; from metrics.agreement_by_turn."""
-    folded = by_turn.assign(**{"no deal": by_turn["exchanges_ended"] - by_turn["accepted"]}).melt(
-        id_vars=["turn"], value_vars=["accepted", "no deal"], var_name="ended", value_name="exchanges"
-    )
-    return alt.Chart(folded).mark_bar().encode(
+    """When negotiations end, and how: exchanges per turn and outcome; from metrics.agreement_by_turn."""
+    present = [o for o in OUTCOMES if o in by_turn and by_turn[o].sum() > 0] or ["accepted"]
+    folded = by_turn.melt(id_vars=["turn"], value_vars=present, var_name="outcome", value_name="exchanges")
+    folded["outcome"] = folded["outcome"].map(OUTCOME_LABELS)
+    labels = [OUTCOME_LABELS[o] for o in OUTCOMES]
+    return fitted(alt.Chart(folded).mark_bar().encode(
         x=alt.X("turn:O", title="turn the exchange ended", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("exchanges:Q", stack=True),
-        color=alt.Color("ended:N", scale=alt.Scale(domain=["accepted", "no deal"], range=["#2ca02c", "#bbb"])),
-        tooltip=["turn", "ended", "exchanges"],
-    ).properties(title="Turns to the end of a negotiation", height=220)
+        y=alt.Y("exchanges:Q", stack=True, axis=COUNT_AXIS),
+        color=alt.Color("outcome:N", scale=alt.Scale(domain=labels, range=OUTCOME_COLOURS),
+                        legend=bottom_legend(3, "outcome", 220)),
+        tooltip=["turn", "outcome", alt.Tooltip("exchanges:Q", format=",")],
+    ).properties(title="Turns to the end of a negotiation", height=220))
 
 
-def holdings_chart(holdings: pd.DataFrame) -> alt.FacetChart:
-    """Units of each resource held by each personality group, window by window; from metrics.holdings_over_time."""
-    return alt.Chart(holdings).mark_line().encode(
-        x=alt.X("window:Q", title="window"),
-        y=alt.Y("quantity:Q", title="units held"),
-        color=alt.Color("resource:N", scale=alt.Scale(scheme="category20"),
-                        legend=alt.Legend(orient="bottom", columns=4)),
-        tooltip=["window", "personality", "resource", "quantity"],
-    ).properties(width=240, height=200).facet(
-        facet=alt.Facet("personality:N", title=None), columns=3
-    ).properties(title="Holdings by resource over time, per personality")
+def holdings_charts(holdings: pd.DataFrame) -> list[alt.Chart]:
+    """Units of each resource held by each personality group, window by window, one chart per
+    personality (a facet cannot follow the page's width); from metrics.holdings_over_time.
+
+    Every chart colours the resources alike, so one legend reads for all.
+    """
+    resources = sorted(holdings["resource"].unique())
+    charts = []
+    for personality, rows in holdings.groupby("personality", sort=True):
+        charts.append(fitted(alt.Chart(rows).mark_line().encode(
+            x=alt.X("window:Q", axis=WINDOW_AXIS),
+            y=alt.Y("quantity:Q", title="units held", axis=COUNT_AXIS),
+            color=alt.Color("resource:N", scale=alt.Scale(scheme="category20", domain=resources),
+                            legend=bottom_legend(2, None, 150)),
+            tooltip=["window", "personality", "resource", alt.Tooltip("quantity:Q", format=",")],
+        ).properties(title=f"Holdings of the {personality} members", height=200)))
+    return charts
 
 
 def _busiest_pairs(dispersion: pd.DataFrame, top: int) -> pd.DataFrame:
@@ -93,22 +132,22 @@ def rates_chart(dispersion: pd.DataFrame, top_pairs: int = 8) -> alt.Chart:
     """Mean exchange rate of the busiest resource pairs over time (log scale); from metrics.price_dispersion."""
     pairs = _busiest_pairs(dispersion, top_pairs).dropna(subset=["mean_log_rate"])
     pairs = pairs.assign(rate=np.exp(pairs["mean_log_rate"]))
-    return alt.Chart(pairs).mark_line(point=True).encode(
-        x=alt.X("window:Q"),
+    return fitted(alt.Chart(pairs).mark_line(point=True).encode(
+        x=alt.X("window:Q", axis=WINDOW_AXIS),
         y=alt.Y("rate:Q", title="units of the first per unit of the second", scale=alt.Scale(type="log")),
-        color=alt.Color("pair:N", title="pair (first/second)"),
-        tooltip=["window", "pair", "trades", alt.Tooltip("rate:Q", format=".2f")],
-    ).properties(title=f"Exchange rates of the {top_pairs} busiest pairs", height=280)
+        color=alt.Color("pair:N", legend=bottom_legend(2, "pair (first/second)", 280)),
+        tooltip=["window", "pair", alt.Tooltip("trades:Q", format=","), alt.Tooltip("rate:Q", format=".2f")],
+    ).properties(title=f"Exchange rates of the {top_pairs} busiest pairs", height=280))
 
 
 def spread_chart(dispersion: pd.DataFrame) -> alt.Chart:
     """Price dispersion over time: the standard deviation of log rates; from metrics.price_dispersion."""
     spread = dispersion[dispersion["pair"] == "all"].dropna(subset=["sd_log_rate"])
-    return alt.Chart(spread).mark_line(point=True, color="#d62728").encode(
-        x=alt.X("window:Q"),
+    return fitted(alt.Chart(spread).mark_line(point=alt.OverlayMarkDef(color="#d62728"), color="#d62728").encode(
+        x=alt.X("window:Q", axis=WINDOW_AXIS),
         y=alt.Y("sd_log_rate:Q", title="sd of log rate (all pairs)"),
-        tooltip=["window", "trades", alt.Tooltip("sd_log_rate:Q", format=".3f")],
-    ).properties(title="Spread of exchange rates over time", height=220)
+        tooltip=["window", alt.Tooltip("trades:Q", format=","), alt.Tooltip("sd_log_rate:Q", format=".3f")],
+    ).properties(title="Spread of exchange rates over time", height=220))
 
 
 def circle_layout(nodes: pd.DataFrame) -> pd.DataFrame:
@@ -118,12 +157,20 @@ def circle_layout(nodes: pd.DataFrame) -> pd.DataFrame:
     return ordered.assign(x=np.cos(angle), y=np.sin(angle))
 
 
-def network_chart(nodes: pd.DataFrame, edges: pd.DataFrame, max_edges: int = MAX_NETWORK_EDGES) -> alt.LayerChart:
+def network_chart(nodes: pd.DataFrame, edges: pd.DataFrame, max_edges: int = MAX_NETWORK_EDGES,
+                  max_nodes: int = MAX_NETWORK_NODES) -> alt.LayerChart:
     """Who trades with whom: participants coloured by personality, links as thick as their trades.
 
     From metrics.network_nodes and metrics.network_edges; only pairs that traded
-    are drawn, and of those the max_edges busiest.
+    are drawn, and of those the max_edges busiest. A community of more than
+    max_nodes members is drawn as its max_nodes busiest traders and the links
+    between them: a thousand dots on a circle are a solid ring that says nothing.
     """
+    everyone = len(nodes)
+    if everyone > max_nodes:
+        nodes = nodes.nlargest(max_nodes, ["trades", "degree"])
+        kept = set(nodes["participant_id"])
+        edges = edges[edges["a"].isin(kept) & edges["b"].isin(kept)]
     placed = circle_layout(nodes)
     where = placed.set_index("participant_id")[["x", "y"]]
     traded = edges[edges["trades"] > 0].nlargest(max_edges, "trades")
@@ -137,33 +184,53 @@ def network_chart(nodes: pd.DataFrame, edges: pd.DataFrame, max_edges: int = MAX
     dots = alt.Chart(placed).mark_circle(opacity=0.9).encode(
         x=alt.X("x:Q", axis=axis), y=alt.Y("y:Q", axis=axis),
         color=personality_color(placed["personality"].tolist()),
-        size=alt.Size("trades:Q", scale=alt.Scale(range=[30, 400]), title="trades"),
-        tooltip=["name", "personality", "degree", "trades", alt.Tooltip("clustering:Q", format=".2f")],
+        size=alt.Size("trades:Q", scale=alt.Scale(range=[30, 400]), title="trades", legend=COUNT_LEGEND),
+        tooltip=["name", "personality", "degree", alt.Tooltip("trades:Q", format=","),
+                 alt.Tooltip("clustering:Q", format=".2f")],
     )
-    shown = f" (the {len(traded)} busiest of {int((edges['trades'] > 0).sum())} pairs)" if len(traded) < (edges["trades"] > 0).sum() else ""
+    pairs = int((edges["trades"] > 0).sum())
+    shown = []
+    if len(nodes) < everyone:
+        shown.append(f"the {len(nodes):,} busiest of {everyone:,} participants")
+    if len(traded) < pairs:
+        shown.append(f"the {len(traded):,} busiest of {pairs:,} pairs")
+    title = "Who trades with whom" + (f" ({'; '.join(shown)})" if shown else "")
     return alt.layer(lines, dots).properties(
-        title=f"Who trades with whom{shown}", height=460, width=460
+        title=alt.TitleParams(title, limit=0), height=460, width=460
     ).configure_view(strokeWidth=0)
 
 
 def pairing_heatmap(matrix: pd.DataFrame) -> alt.LayerChart:
-    """Exchanges and acceptance between personalities (initiator x responder); from metrics.pairing_matrix."""
+    """Exchanges and acceptance between personalities (initiator x responder); from metrics.pairing_matrix.
+
+    The colour spans the acceptance rates present, not 0 to 100%: in a large run
+    every cell pools thousands of exchanges and the rates sit close together, so
+    a fixed scale paints them one pale shade. The legend gives the span.
+    """
+    rates = matrix["acceptance_rate"].dropna()
+    low, high = (float(rates.min()), float(rates.max())) if len(rates) else (0.0, 1.0)
+    if high - low < 0.01:
+        low, high = max(0.0, low - 0.005), min(1.0, high + 0.005)
+    middle = (low + high) / 2
     base = alt.Chart(matrix).encode(
-        x=alt.X("personality_b:N", title="responder personality"),
+        x=alt.X("personality_b:N", title="responder personality", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("personality_a:N", title="initiator personality"),
     )
     cells = base.mark_rect().encode(
-        color=alt.Color("acceptance_rate:Q", title="acceptance", scale=alt.Scale(scheme="blues", domain=[0, 1])),
-        tooltip=["personality_a", "personality_b", "exchanges", alt.Tooltip("acceptance_rate:Q", format=".1%"),
+        color=alt.Color("acceptance_rate:Q", title="acceptance",
+                        scale=alt.Scale(scheme="blues", domain=[low, high], clamp=True),
+                        legend=alt.Legend(format=".0%", orient="bottom", gradientLength=160)),
+        tooltip=["personality_a", "personality_b", alt.Tooltip("exchanges:Q", format=","),
+                 alt.Tooltip("acceptance_rate:Q", format=".1%"),
                  alt.Tooltip("mean_gain_a:Q", format=".2f"), alt.Tooltip("mean_gain_b:Q", format=".2f")],
     )
     labels = base.mark_text(baseline="middle").encode(
         text=alt.Text("exchanges:Q", format=","),
-        color=alt.condition("datum.acceptance_rate > 0.6", alt.value("white"), alt.value("black")),
+        color=alt.condition(f"datum.acceptance_rate > {middle}", alt.value("white"), alt.value("black")),
     )
-    return alt.layer(cells, labels).properties(
-        title="Personalities: exchanges (number), acceptance (colour)", height=260
-    )
+    return fitted(alt.layer(cells, labels).properties(
+        title=alt.TitleParams("Personalities: exchanges (number), acceptance (colour)", limit=0), height=260
+    ))
 
 
 def participant_heatmap(nodes: pd.DataFrame, edges: pd.DataFrame) -> alt.Chart:
@@ -184,14 +251,14 @@ def participant_heatmap(nodes: pd.DataFrame, edges: pd.DataFrame) -> alt.Chart:
     cells = alt.Chart(both).mark_rect().encode(
         x=alt.X("column:N", sort=sort, title=None, axis=alt.Axis(labelAngle=-60)),
         y=alt.Y("row:N", sort=sort, title=None, axis=None),
-        color=alt.Color("trades:Q", scale=alt.Scale(scheme="greens")),
+        color=alt.Color("trades:Q", scale=alt.Scale(scheme="greens"), legend=COUNT_LEGEND),
         tooltip=["row", "column", "meetings", "trades"],
-    ).properties(width=420, height=420)
+    ).properties(width=340, height=340)
     strip = alt.Chart(label).mark_rect().encode(
         y=alt.Y("label:N", sort=sort, title=None),
         color=personality_color(label["personality"].tolist()),
         tooltip=["label", "personality"],
-    ).properties(width=12, height=420)
+    ).properties(width=12, height=340)
     return alt.hconcat(strip, cells, spacing=2).resolve_scale(color="independent").properties(
         title="Trades between participants (rows and columns grouped by personality)"
     )
@@ -205,21 +272,24 @@ BY_PERSONALITY_MEASURES: dict[str, str] = {
 }
 
 
-def by_personality_chart(by_personality: pd.DataFrame) -> alt.FacetChart:
-    """Outcomes of each personality side by side; from metrics.by_personality."""
-    folded = by_personality.melt(
-        id_vars=["personality", "participants"], value_vars=list(BY_PERSONALITY_MEASURES),
-        var_name="measure", value_name="value",
-    )
-    folded["measure"] = folded["measure"].map(BY_PERSONALITY_MEASURES)
-    return alt.Chart(folded).mark_bar().encode(
-        x=alt.X("personality:N", title=None),
-        y=alt.Y("value:Q", title=None),
-        color=personality_color(folded["personality"].tolist()),
-        tooltip=["personality", "participants", "measure", alt.Tooltip("value:Q", format=".3f")],
-    ).properties(width=180, height=200).facet(
-        facet=alt.Facet("measure:N", title=None, sort=list(BY_PERSONALITY_MEASURES.values())), columns=4
-    ).resolve_scale(y="independent").properties(title="Outcomes by personality")
+# Measures that are shares of a whole, drawn as percentages.
+_SHARE_MEASURES = {"acceptance_rate", "surplus_share", "need_fulfilment_final"}
+
+
+def by_personality_charts(by_personality: pd.DataFrame) -> list[alt.Chart]:
+    """Outcomes of each personality side by side, one chart per measure (a facet cannot follow
+    the page's width); from metrics.by_personality. The x axis names the personality, so no legend."""
+    charts = []
+    for measure, title in BY_PERSONALITY_MEASURES.items():
+        fmt = ".0%" if measure in _SHARE_MEASURES else ",.2f"
+        charts.append(fitted(alt.Chart(by_personality).mark_bar().encode(
+            x=alt.X("personality:N", title=None, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(f"{measure}:Q", title=None, axis=alt.Axis(format=fmt.replace(".2f", ".1f"))),
+            color=personality_color(by_personality["personality"].tolist()).legend(None),
+            tooltip=["personality", alt.Tooltip("participants:Q", format=","),
+                     alt.Tooltip(f"{measure}:Q", title=title, format=fmt.replace(".0%", ".1%"))],
+        ).properties(title=title, height=200)))
+    return charts
 
 
 def _line_of_equality() -> alt.Chart:
@@ -236,10 +306,11 @@ def lorenz_chart(lorenz: pd.DataFrame, title: str = "Lorenz curve") -> alt.Layer
     curves = alt.Chart(lorenz).mark_line().encode(
         x=alt.X("population_share:Q", title="share of participants (poorest first)", axis=alt.Axis(format="%")),
         y=alt.Y("value_share:Q", title="share of the total", axis=alt.Axis(format="%")),
-        color=alt.Color("when:N", scale=alt.Scale(domain=["initial", "final"], range=["#aaa", "#1f77b4"])),
+        color=alt.Color("when:N", scale=alt.Scale(domain=["initial", "final"], range=["#aaa", "#1f77b4"]),
+                        legend=bottom_legend(2)),
         tooltip=["when", alt.Tooltip("population_share:Q", format=".0%"), alt.Tooltip("value_share:Q", format=".1%")],
     )
-    return alt.layer(diagonal, curves).properties(title=title, height=300, width=300)
+    return fitted(alt.layer(diagonal, curves).properties(title=title, height=300))
 
 
 def adherence_bins(adherence: pd.DataFrame, step: float = 0.25) -> pd.DataFrame:
@@ -265,62 +336,75 @@ def adherence_chart(adherence: pd.DataFrame) -> alt.LayerChart:
     cells = alt.Chart(bins).mark_square().encode(
         x=alt.X("suggested:Q", title="suggested log rate"),
         y=alt.Y("agreed:Q", title="agreed log rate"),
-        size=alt.Size("deals:Q", scale=alt.Scale(range=[20, 600])),
-        color=alt.Color("deals:Q", scale=alt.Scale(scheme="purples")),
-        tooltip=["suggested", "agreed", "deals"],
+        size=alt.Size("deals:Q", scale=alt.Scale(range=[20, 600]), legend=COUNT_LEGEND),
+        color=alt.Color("deals:Q", scale=alt.Scale(scheme="purples"), legend=COUNT_LEGEND),
+        tooltip=["suggested", "agreed", alt.Tooltip("deals:Q", format=",")],
     )
     diagonal = alt.Chart(pd.DataFrame({"x": [low, high]})).mark_line(strokeDash=[4, 4], color="#999").encode(
         x="x:Q", y="x:Q"
     )
-    return alt.layer(cells, diagonal).properties(title="Facilitator adherence: agreed vs suggested", height=320, width=360)
+    return fitted(alt.layer(cells, diagonal).properties(title="Facilitator adherence: agreed vs suggested", height=320))
 
 
 # --- several runs at once (the Compare page) -------------------------------------------------------
 
 
+def run_color(frame: pd.DataFrame) -> alt.Color:
+    """Colour by the `run` column (what sets each run apart), in the order the runs were chosen,
+    the legend under the plot with one label per line so a long label is not cut."""
+    order = frame["run"].drop_duplicates().tolist()
+    return alt.Color("run:N", sort=order, scale=alt.Scale(domain=order, scheme=_SCHEME),
+                     legend=bottom_legend(1, "run", 600))
+
+
 def compare_activity_chart(activity: pd.DataFrame) -> alt.Chart:
-    """Acceptance rate over each run's windows, one line per run; activity frames with a run_id column."""
-    return alt.Chart(activity).mark_line(point=True).encode(
-        x=alt.X("window:Q", title="window (share of the run)"),
+    """Acceptance rate over each run's windows, one line per run; activity frames with run_id and run columns."""
+    return fitted(alt.Chart(activity).mark_line(point=True).encode(
+        x=alt.X("window:Q", axis=alt.Axis(format="d", tickMinStep=1, title="window (twentieth of the run)")),
         y=alt.Y("acceptance_rate:Q", title="acceptance rate", axis=alt.Axis(format="%")),
-        color=alt.Color("run_id:N", title="run"),
-        tooltip=["run_id", "window", "exchanges", alt.Tooltip("acceptance_rate:Q", format=".1%")],
-    ).properties(title="Acceptance over time", height=280)
+        color=run_color(activity),
+        tooltip=["run", "run_id", "window", alt.Tooltip("exchanges:Q", format=","),
+                 alt.Tooltip("acceptance_rate:Q", format=".1%")],
+    ).properties(title="Acceptance over time", height=280))
 
 
 def compare_lorenz_chart(lorenz: pd.DataFrame) -> alt.LayerChart:
-    """Final Lorenz curves of several runs; lorenz frames with a run_id column."""
+    """Final Lorenz curves of several runs; lorenz frames with run_id and run columns."""
     final = lorenz[lorenz["when"] == "final"]
     diagonal = _line_of_equality()
     curves = alt.Chart(final).mark_line().encode(
         x=alt.X("population_share:Q", title="share of participants", axis=alt.Axis(format="%")),
         y=alt.Y("value_share:Q", title="share of final utility", axis=alt.Axis(format="%")),
-        color=alt.Color("run_id:N", title="run"),
-        tooltip=["run_id", alt.Tooltip("value_share:Q", format=".1%")],
+        color=run_color(final),
+        tooltip=["run", "run_id", alt.Tooltip("value_share:Q", format=".1%")],
     )
-    return alt.layer(diagonal, curves).properties(title="Final Lorenz curves of utility", height=300, width=300)
+    return fitted(alt.layer(diagonal, curves).properties(title="Final Lorenz curves of utility", height=300))
 
 
 def compare_spread_chart(dispersion: pd.DataFrame) -> alt.Chart:
-    """Spread of all exchange rates over time, one line per run; price_dispersion frames with run_id."""
+    """Spread of all exchange rates over time, one line per run; price_dispersion frames with run_id and run."""
     spread = dispersion[dispersion["pair"] == "all"].dropna(subset=["sd_log_rate"])
-    return alt.Chart(spread).mark_line(point=True).encode(
-        x=alt.X("window:Q"),
+    return fitted(alt.Chart(spread).mark_line(point=True).encode(
+        x=alt.X("window:Q", axis=alt.Axis(format="d", tickMinStep=1, title="window (tenth of the run)")),
         y=alt.Y("sd_log_rate:Q", title="sd of log rate"),
-        color=alt.Color("run_id:N", title="run"),
-        tooltip=["run_id", "window", "trades", alt.Tooltip("sd_log_rate:Q", format=".3f")],
-    ).properties(title="Spread of exchange rates", height=280)
+        color=run_color(spread),
+        tooltip=["run", "run_id", "window", alt.Tooltip("trades:Q", format=","),
+                 alt.Tooltip("sd_log_rate:Q", format=".3f")],
+    ).properties(title="Spread of exchange rates", height=280))
 
 
 def compare_by_personality_chart(by_personality: pd.DataFrame) -> alt.Chart:
-    """Utility gain per member of each personality, runs side by side; by_personality frames with run_id."""
-    return alt.Chart(by_personality).mark_bar().encode(
-        x=alt.X("run_id:N", title=None, axis=alt.Axis(labels=False, ticks=False)),
+    """Utility gain per member of each personality, runs side by side within each personality
+    (grouped bars, not a facet, so the chart follows its column); by_personality frames with run_id and run."""
+    order = by_personality["run"].drop_duplicates().tolist()
+    return fitted(alt.Chart(by_personality).mark_bar().encode(
+        x=alt.X("personality:N", title=None, axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("run:N", sort=order),
         y=alt.Y("utility_gain:Q", title="utility gain per member"),
-        color=alt.Color("run_id:N", title="run"),
-        column=alt.Column("personality:N", title=None),
-        tooltip=["run_id", "personality", "participants", alt.Tooltip("utility_gain:Q", format=".2f")],
-    ).properties(width=140, height=220, title="Gains by personality")
+        color=run_color(by_personality),
+        tooltip=["run", "run_id", "personality", alt.Tooltip("participants:Q", format=","),
+                 alt.Tooltip("utility_gain:Q", format=",.2f")],
+    ).properties(height=220, title="Gains by personality"))
 
 
 # --- sweeps (the Sweeps page and Compare's conditions) ---------------------------------------------

@@ -52,11 +52,33 @@ def store() -> Store:
     return Store.default()
 
 
+def _count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
 def run_label(info: RunInfo) -> str:
     meta = info.meta
-    done, target = meta.get("exchanges_recorded", 0), meta.get("exchanges_target", "?")
+    done, target = meta.get("exchanges_recorded", 0), meta.get("exchanges_target")
     facilitator = meta.get("facilitator", "?")
-    return f"{info.run_id} · {info.status} · {done}/{target} exchanges · facilitator {facilitator}"
+    return f"{info.run_id} · {info.status} · {_count(done)}/{_count(target)} exchanges · facilitator {facilitator}"
+
+
+def run_name(info: RunInfo) -> str:
+    """A run by what does not change while it runs (its status and counts are shown live beside it)."""
+    meta = info.meta
+    return (f"{info.run_id} · {_count(meta.get('exchanges_target'))} exchanges · "
+            f"facilitator {meta.get('facilitator', '?')}")
+
+
+def figure_text(value: object) -> str:
+    """A figure for a table: thousands separated, four significant digits below 10,000, never 2.192e+04."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or abs(value) >= 10_000:
+        return f"{value:,.0f}"
+    return f"{value:,.4g}"
 
 
 def sweep_label(info: SweepInfo) -> str:
@@ -65,7 +87,8 @@ def sweep_label(info: SweepInfo) -> str:
             f"{meta.get('runs_done', 0)}/{meta.get('runs_planned', '?')} runs")
 
 
-def pick_run(runs: list[RunInfo], label: str = "Run", key: str = "run") -> RunInfo | None:
+def pick_run(runs: list[RunInfo], label: str = "Run", key: str = "run",
+             describe: Callable[[RunInfo], str] = run_label) -> RunInfo | None:
     """A run chosen in a selectbox, kept in the URL (?run=...) so a reload or a link opens the same run."""
     if not runs:
         return None
@@ -73,7 +96,7 @@ def pick_run(runs: list[RunInfo], label: str = "Run", key: str = "run") -> RunIn
     wanted = st.query_params.get("run")
     index = ids.index(wanted) if wanted in ids else 0
     chosen = st.selectbox(label, ids, index=index, key=key,
-                          format_func=lambda run_id: run_label(runs[ids.index(run_id)]))
+                          format_func=lambda run_id: describe(runs[ids.index(run_id)]))
     st.query_params["run"] = chosen
     return runs[ids.index(chosen)]
 

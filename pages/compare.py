@@ -10,7 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import charts, metrics
-from pages._shared import data_version, metric, pick_sweep, plain, run_label, show_table, store
+from commonpool.differences import series_labels, what_differs
+from pages._shared import data_version, figure_text, metric, pick_sweep, plain, run_label, show_table, store
 
 MODES = ("Runs", "Conditions of a sweep")
 HEADLINE_METRICS = ("welfare_change", "acceptance_rate", "need_fulfilment_final", "gini_utility_final")
@@ -109,10 +110,22 @@ if len(chosen) < 2:
 con = store().connect()
 
 
+configs = {run_id: by_id[run_id].meta.get("config") or {} for run_id in chosen}
+labels = series_labels(configs)
+differs = what_differs(configs)
+st.subheader("What differs")
+if differs:
+    settings = pd.DataFrame([{"setting": name, **values} for name, values in differs.items()])
+    st.dataframe(settings, hide_index=True)
+else:
+    st.caption("These runs share every setting shown here; their series are named by run id.")
+
+
 def per_run(name: str, **kwargs: Any) -> pd.DataFrame:
-    """One metric for every chosen run, stacked with a run_id column for overlaid charts."""
+    """One metric for every chosen run, stacked with run_id and run (what sets it apart) columns."""
     frames = [
-        metric(con, name, run_id, data_version(by_id[run_id]), **kwargs).assign(run_id=run_id) for run_id in chosen
+        metric(con, name, run_id, data_version(by_id[run_id]), **kwargs).assign(run_id=run_id, run=labels[run_id])
+        for run_id in chosen
     ]
     return pd.concat(frames, ignore_index=True)
 
@@ -122,17 +135,15 @@ st.subheader("Figures")
 side_by_side = figures.set_index("run_id").T.reset_index(names="figure")
 # Figures as rows and runs as columns: one run's numbers read down a column.
 for run_id in chosen:
-    side_by_side[run_id] = side_by_side[run_id].map(
-        lambda v: "–" if v is None or pd.isna(v) else f"{v:,.4g}" if isinstance(v, float) else str(v)
-    )
+    side_by_side[run_id] = side_by_side[run_id].map(figure_text)
 show_table(side_by_side, "compare-runs", "dl_compare")
 
 left, right = st.columns(2)
 left.altair_chart(charts.compare_activity_chart(per_run("activity", windows=20)), width="stretch")
 right.altair_chart(charts.compare_spread_chart(per_run("price_dispersion", windows=10)), width="stretch")
 left, right = st.columns(2)
-left.altair_chart(charts.compare_lorenz_chart(per_run("lorenz", quantity="utility")))
+left.altair_chart(charts.compare_lorenz_chart(per_run("lorenz", quantity="utility")), width="stretch")
 by_personality = per_run("by_personality")
-right.altair_chart(charts.compare_by_personality_chart(by_personality))
+right.altair_chart(charts.compare_by_personality_chart(by_personality), width="stretch")
 with st.expander("Outcomes by personality, every run"):
     show_table(by_personality, "compare-by-personality", "dl_compare_personality")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from commonpool import charts
 from commonpool.exchange_log import ending_text, log_page, swap_text, transcript
-from commonpool.store.schema import OUTCOMES
+from commonpool.store.schema import OUTCOME_LABELS, OUTCOMES
 from pages._shared import data_version, downloads, metric, pick_run, plain, show_table, store
 
 # Above this many participants the participant-by-participant heatmap is unreadable;
@@ -42,6 +42,13 @@ def change(initial: float | None, final: float | None, fmt: str) -> str | None:
     return format(final - initial, "+" + fmt)
 
 
+def change_in_points(initial: float | None, final: float | None) -> str | None:
+    """The change of a share in percentage points: 41.8% -> 90.2% is +48.4 pp, not +48.4%."""
+    if initial is None or final is None:
+        return None
+    return f"{(final - initial) * 100:+.1f} pp"
+
+
 if info.status == "running":
     st.warning("This run is still going: the figures cover the exchanges recorded so far.")
 elif info.status != "completed":
@@ -59,7 +66,7 @@ cols[0].metric("Acceptance rate", figure(s["acceptance_rate"], ".1%"),
 cols[1].metric("Welfare change", figure(s["welfare_change"], "+,.1f"),
                help="Sum of utilities at the end minus at the start (economy.utility)")
 cols[2].metric("Needs met", figure(s["need_fulfilment_final"], ".1%"),
-               change(s["need_fulfilment_initial"], s["need_fulfilment_final"], ".1%"),
+               change_in_points(s["need_fulfilment_initial"], s["need_fulfilment_final"]),
                help="Share of needed units held, at the end (change since the start)")
 cols[3].metric("Gini of holdings", figure(s["gini_holdings_final"], ".3f"),
                change(s["gini_holdings_initial"], s["gini_holdings_final"], ".3f"), delta_color="inverse",
@@ -89,7 +96,9 @@ with tabs[0]:
 
 with tabs[1]:
     holdings = m("holdings_over_time", windows=20)
-    st.altair_chart(charts.holdings_chart(holdings))
+    columns = st.columns(2)
+    for i, chart in enumerate(charts.holdings_charts(holdings)):
+        columns[i % 2].altair_chart(chart, width="stretch")
     with st.expander("Data"):
         show_table(holdings, f"{run_id}-holdings-over-time", "dl_holdings")
 
@@ -109,7 +118,7 @@ with tabs[3]:
     cols[2].metric("Mean clustering", figure(net["mean_clustering"], ".2f"))
     cols[3].metric("Personality assortativity", figure(net["personality_assortativity"], ".2f"))
     left, right = st.columns(2)
-    left.altair_chart(charts.network_chart(nodes, edges))
+    left.altair_chart(charts.network_chart(nodes, edges), width="stretch")
     right.altair_chart(charts.pairing_heatmap(m("pairing_matrix")), width="stretch")
     if len(nodes) <= MAX_HEATMAP_PARTICIPANTS:
         st.altair_chart(charts.participant_heatmap(nodes, edges))
@@ -124,13 +133,17 @@ with tabs[3]:
 
 with tabs[4]:
     by_personality = m("by_personality")
-    st.altair_chart(charts.by_personality_chart(by_personality))
+    st.markdown("**Outcomes by personality**")
+    columns = st.columns(2)
+    for i, chart in enumerate(charts.by_personality_charts(by_personality)):
+        columns[i % 2].altair_chart(chart, width="stretch")
     show_table(by_personality, f"{run_id}-by-personality", "dl_by_personality")
 
 with tabs[5]:
     left, right = st.columns(2)
-    left.altair_chart(charts.lorenz_chart(m("lorenz", quantity="holdings"), "Lorenz curve of holdings value"))
-    right.altair_chart(charts.lorenz_chart(m("lorenz", quantity="utility"), "Lorenz curve of utility"))
+    left.altair_chart(charts.lorenz_chart(m("lorenz", quantity="holdings"), "Lorenz curve of holdings value"),
+                      width="stretch")
+    right.altair_chart(charts.lorenz_chart(m("lorenz", quantity="utility"), "Lorenz curve of utility"), width="stretch")
     needs = m("need_fulfilment")
     with st.expander("Needs met per participant"):
         show_table(needs, f"{run_id}-need-fulfilment", "dl_needs")
@@ -143,7 +156,7 @@ with tabs[6]:
         anchoring = m("anchoring")
         st.metric("Anchoring", figure(anchoring, ".2f"),
                   help="Correlation of the suggested and agreed log rates over accepted deals")
-        st.altair_chart(charts.adherence_chart(adherence))
+        st.altair_chart(charts.adherence_chart(adherence), width="stretch")
         downloads(adherence, f"{run_id}-facilitator-adherence", "dl_adherence")
     if s.get("llm_calls"):
         st.subheader("LLM cost")
@@ -152,7 +165,7 @@ with tabs[6]:
 with tabs[7]:
     people = m("network_nodes")
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
-    outcomes = c1.multiselect("Outcome", list(OUTCOMES), key="log_outcomes")
+    outcomes = c1.multiselect("Outcome", list(OUTCOMES), key="log_outcomes", format_func=OUTCOME_LABELS.get)
     who = c2.text_input("Participant name contains", key="log_who")
     personality = c3.selectbox("Personality", ["", *sorted(people["personality"].unique())], key="log_personality",
                                format_func=lambda p: p or "any")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from commonpool.runner import RunHandle
 from commonpool.store import RunInfo, RunNotFoundError
-from pages._shared import pick_run, plain, runner, store
+from pages._shared import pick_run, plain, run_name, runner, store
 
 POLL_SECONDS = 1.0
 
@@ -97,7 +97,9 @@ if wanted in pending:
     run_id = wanted
     st.text(f"Run {run_id}")
 else:
-    chosen = pick_run(listed, label="Run")
+    # Named by what does not change: the run's status and counts are the live ones below, and a
+    # label listed before the run ended would go on saying "running · 0/26" beside "completed".
+    chosen = pick_run(listed, label="Run", describe=run_name)
     run_id = chosen.run_id if chosen else pending[0]
 
 if active:

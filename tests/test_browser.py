@@ -62,9 +62,14 @@ def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float = 60)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="module")
+def server(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "COMMONPOOL_STORE": str(tmp_path_factory.mktemp("store"))}
+    env = {**os.environ, "COMMONPOOL_STORE": str(store_dir)}
     log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
@@ -249,3 +254,68 @@ def test_a_person_launches_a_small_sweep_and_reads_its_intervals(server: str, pa
     expect(chart.locator("canvas, svg").first).to_be_visible()
     expect(page.get_by_role("link", name="Explore this run")).to_be_visible()
     shoot(page, "9-sweep-results")
+
+
+# Each chart drawn on the page: its drawing (canvas or svg), the column it sits in (a
+# st.columns cell, else the page's main block) and its title. Scrolled into view
+# first: Streamlit draws a chart only when it comes near the viewport.
+CHART_BOXES = """() => [...document.querySelectorAll('[data-testid=stVegaLiteChart]')]
+  .filter(chart => chart.offsetParent !== null)
+  .map(chart => {
+    const drawn = chart.querySelector('canvas, svg.marks');
+    const column = chart.closest('[data-testid=stColumn]') || chart.closest('[data-testid=stMainBlockContainer]');
+    const d = drawn ? drawn.getBoundingClientRect() : null, c = column.getBoundingClientRect();
+    const title = chart.querySelector('.vega-embed');
+    return {title: title ? title.getAttribute('aria-label') : '?', drawn: d && [d.left, d.right, d.width],
+            column: [c.left, c.right]};
+  })"""
+
+
+def charts_outside_their_columns(page: Page) -> tuple[int, list[str]]:
+    """How many charts are drawn, and those whose drawing pokes out of their column."""
+    page.mouse.move(page.viewport_size["width"] * 0.6, 500)
+    for _ in range(12):  # Streamlit mounts a chart only when it nears the viewport: scroll down the page
+        page.mouse.wheel(0, 700)
+        page.wait_for_timeout(150)
+    charts = page.get_by_test_id("stVegaLiteChart")
+    for i in range(charts.count()):
+        if charts.nth(i).is_visible():
+            charts.nth(i).scroll_into_view_if_needed()
+            expect(charts.nth(i).locator("canvas, svg.marks").first).to_be_visible()
+    boxes = page.evaluate(CHART_BOXES)
+    outside = [f"{b['title']}: drawn {b['drawn']} in column {b['column']}" for b in boxes
+               if b["drawn"] is None or b["drawn"][0] < b["column"][0] - 1 or b["drawn"][1] > b["column"][1] + 1]
+    return len(boxes), outside
+
+
+def test_every_chart_fits_its_column_at_two_widths(store_dir: Path, server: str, browser: Browser) -> None:
+    from commonpool.store import Store
+    from pages_support import small_run
+
+    store = Store(store_dir)
+    small_run(store, simulation_id="fit-facilitated")
+    small_run(store, simulation_id="fit-control", facilitator=False)
+    tabs = ["Activity", "Holdings", "Prices", "Network", "Personalities", "Inequality", "Facilitator"]
+    for width in (1400, 1000):
+        context = browser.new_context(viewport={"width": width, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{server}/explore?run=fit-facilitated")
+        expect(page.get_by_role("heading", name="Explore a run")).to_be_visible()
+        settle(page)
+        drawn = 0
+        for tab in tabs:
+            page.get_by_role("tab", name=tab).click()
+            settle(page)
+            count, outside = charts_outside_their_columns(page)
+            assert not outside, (width, tab, outside)
+            drawn += count
+        assert drawn >= 14, (width, drawn)  # every Explore chart was looked at, not none
+        page.goto(f"{server}/compare?runs=fit-facilitated&runs=fit-control")
+        expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+        settle(page)
+        count, outside = charts_outside_their_columns(page)
+        assert not outside, (width, "compare", outside)
+        assert count == 4, (width, count)
+        shoot(page, f"10-compare-{width}")
+        context.close()

@@ -17,7 +17,7 @@ def test_two_runs_side_by_side_with_overlaid_charts(store: Store) -> None:
     at = app("pages/compare.py", {"runs": "with-facilitator"})
     at.multiselect(key="compare_runs").set_value([with_facilitator, control]).run()
     no_exceptions(at)
-    table = at.dataframe[0].value
+    table = next(d.value for d in at.dataframe if "figure" in d.value.columns)
     assert list(table.columns) == ["figure", with_facilitator, control]
     figures = table.set_index("figure")
     expected = metrics.compare(store.connect(), [with_facilitator, control]).set_index("run_id")
@@ -25,6 +25,33 @@ def test_two_runs_side_by_side_with_overlaid_charts(store: Store) -> None:
     assert figures.at["acceptance_rate", with_facilitator] == f"{expected.at[with_facilitator, 'acceptance_rate']:,.4g}"
     assert len(nodes(at.main, "vega_lite_chart")) == 4
     assert {d.label for d in at.download_button} == {"CSV", "Parquet"}
+
+
+def test_what_differs_between_the_runs_names_their_series(store: Store) -> None:
+    small_run(store, simulation_id="on-seed-11")
+    small_run(store, simulation_id="off-seed-12", facilitator=False, seed=12)
+    at = app("pages/compare.py")
+    at.multiselect(key="compare_runs").set_value(["on-seed-11", "off-seed-12"]).run()
+    no_exceptions(at)
+    differs = next(d.value for d in at.dataframe if "setting" in d.value.columns).set_index("setting")
+    assert list(differs.index) == ["facilitator", "seed"]
+    assert differs.at["facilitator", "off-seed-12"] == "facilitator off"
+    assert differs.at["seed", "on-seed-11"] == "seed 11"
+    charts = [json.loads(c.proto.spec) for c in nodes(at.main, "vega_lite_chart")]
+    assert len(charts) == 4
+    for spec in charts:
+        (colour,) = [e["color"] for e in [spec.get("encoding", {}), *(l.get("encoding", {}) for l in spec.get("layer", []))]
+                     if e.get("color", {}).get("field") == "run"]
+        assert colour["scale"]["domain"] == ["facilitator on · seed 11", "facilitator off · seed 12"]
+
+
+def test_figures_read_with_thousands_separators_not_exponents(store: Store) -> None:
+    small_run(store, simulation_id="a")
+    small_run(store, simulation_id="b", seed=3)
+    at = app("pages/compare.py")
+    at.multiselect(key="compare_runs").set_value(["a", "b"]).run()
+    figures = next(d.value for d in at.dataframe if "figure" in d.value.columns)
+    assert not figures[["a", "b"]].apply(lambda c: c.str.contains("e+", regex=False)).any().any()
 
 
 def test_one_run_picked_asks_for_another(store: Store) -> None:

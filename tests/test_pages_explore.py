@@ -11,13 +11,18 @@ from pages_support import app, no_exceptions, nodes, small_run, texts
 CHART_TITLES = {
     "Activity and acceptance over the run",
     "Turns to the end of a negotiation",
-    "Holdings by resource over time, per personality",
+    "Holdings of the cautious members",
+    "Holdings of the generous members",
+    "Holdings of the strategic members",
     "Exchange rates of the 8 busiest pairs",
     "Spread of exchange rates over time",
     "Who trades with whom",
     "Personalities: exchanges (number), acceptance (colour)",
     "Trades between participants (rows and columns grouped by personality)",
-    "Outcomes by personality",
+    "utility gain per member",
+    "acceptance rate",
+    "share of deal surplus",
+    "needs met at the end",
     "Lorenz curve of holdings value",
     "Lorenz curve of utility",
     "Facilitator adherence: agreed vs suggested",
@@ -35,6 +40,21 @@ def chart_titles(at) -> set[str]:  # noqa: ANN001
     return titles
 
 
+def test_every_single_chart_follows_its_column_and_keeps_its_legend_below_its_height(store: Store) -> None:
+    import json
+
+    run_id = small_run(store)
+    at = app("pages/explore.py", {"run": run_id})
+    specs = [json.loads(c.proto.spec) for c in nodes(at.main, "vega_lite_chart")]
+    single = [s for s in specs if not any(k in s for k in ("facet", "hconcat", "vconcat", "concat"))]
+    assert len(single) >= 14
+    # fit-x: the width follows the column; the title, axes and legend are added to the height asked
+    # for instead of squeezed into it (where a tall legend clipped the rates chart).
+    unfitted = [s.get("title") for s in single if s.get("autosize", {}).get("type") != "fit-x"
+                and not s.get("config", {}).get("view", {}).get("strokeWidth") == 0]
+    assert unfitted == []
+
+
 def test_explore_renders_every_chart_and_the_headline_figures(store: Store) -> None:
     run_id = small_run(store)
     at = app("pages/explore.py", {"run": run_id})
@@ -44,7 +64,14 @@ def test_explore_renders_every_chart_and_the_headline_figures(store: Store) -> N
     headline = {m.label: m.value for m in at.metric}
     assert headline["Acceptance rate"] == f"{s['acceptance_rate']:.1%}"
     assert headline["Needs met"] == f"{s['need_fulfilment_final']:.1%}"
+    # A change of a share is in percentage points, not a percentage of it.
+    needs = next(m for m in at.metric if m.label == "Needs met")
+    points = (s["need_fulfilment_final"] - s["need_fulfilment_initial"]) * 100
+    assert needs.delta == f"{points:+.1f} pp"
     assert {"Welfare change", "Gini of holdings", "Gini of utility", "Anchoring"} <= set(headline)
+    optimum = metrics.allocative_efficiency(store.connect(), run_id)
+    assert headline["Allocative efficiency"] == f"{optimum['efficiency']:.1%}"
+    assert {"Pairs with a swap left", "Best swap left"} <= set(headline)
 
 
 def test_every_table_shown_has_csv_and_parquet_downloads(store: Store) -> None:
@@ -60,6 +87,19 @@ def test_a_control_run_says_there_was_no_facilitator(store: Store) -> None:
     no_exceptions(at)
     assert any("facilitator was off" in i.value for i in at.info)
     assert "Facilitator adherence: agreed vs suggested" not in chart_titles(at)
+
+
+def test_the_outcome_filter_names_outcomes_like_the_turns_chart(store: Store) -> None:
+    import json
+
+    from commonpool.store.schema import OUTCOME_LABELS
+
+    run_id = small_run(store)
+    at = app("pages/explore.py", {"run": run_id})
+    assert at.multiselect(key="log_outcomes").options == list(OUTCOME_LABELS.values())
+    turns = next(json.loads(c.proto.spec) for c in nodes(at.main, "vega_lite_chart")
+                 if json.loads(c.proto.spec).get("title") == "Turns to the end of a negotiation")
+    assert turns["encoding"]["color"]["scale"]["domain"] == list(OUTCOME_LABELS.values())
 
 
 def test_the_log_is_filtered_and_paged_in_the_database(store: Store) -> None:

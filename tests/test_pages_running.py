@@ -40,6 +40,26 @@ def test_a_run_started_from_the_cli_shows_up_with_its_counts(store: Store) -> No
     assert at.get("page_link")[0].proto.label == "Explore this run"
 
 
+def test_the_run_picker_names_a_run_without_counts_that_would_go_stale(store: Store) -> None:
+    from pages_support import small_run
+
+    small_run(store, simulation_id="finished")
+    at = app("pages/running.py", {"run": "finished"})
+    picker = at.selectbox(key="run")
+    label = picker.format_func(picker.value)
+    # Status and counts appear once, live, under the picker; the label keeps what never changes.
+    assert label == "finished · 240 exchanges · facilitator rules"
+    assert [m.value for m in at.metric if m.label == "Exchanges done"] == ["240"]
+
+
+def test_the_dashboard_does_not_watch_the_store_for_changes() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    # Streamlit's watcher is recursive from the app's folder, which holds data/ by default.
+    assert config["server"]["fileWatcherType"] == "none"
+
+
 def start_long_run() -> AppTest:
     """Launch a run far too long to finish during a test."""
     at = app()

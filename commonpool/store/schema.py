@@ -156,6 +156,15 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 OUTCOMES = ("accepted", "rejected", "no_deal", "invalid", "error")
+# How every chart, filter and table names an outcome: the stored word, and what it
+# means where the word alone misleads (protocol.py defines each outcome).
+OUTCOME_LABELS: dict[str, str] = {
+    "accepted": "accepted",
+    "rejected": "rejected (walked away early)",
+    "no_deal": "no_deal (last offer refused)",
+    "invalid": "invalid (ledger refused it)",
+    "error": "error",
+}
 ACTIONS = ("propose", "counter", "accept", "reject")
 SOURCES = ("rules", "llm", "fallback")
 RUN_STATUSES = ("running", "completed", "failed", "interrupted", "cancelled")
