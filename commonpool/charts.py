@@ -599,3 +599,35 @@ def conditions_chart(conditions: pd.DataFrame, metric: str, level: float = 0.95)
     means = base.mark_point(filled=True, size=90).encode(x=alt.X("mean:Q", stack=None))
     return alt.layer(bars, means).properties(
         title=f"{metric}: mean and {level:.0%} CI per condition", height=110 + 40 * len(order))
+
+
+def mrs_spread_chart(mrs_dispersion: pd.DataFrame) -> alt.Chart:
+    """How far apart holders value goods: pooled SD of log MRS across holders of both goods, at the start and
+    after each window, with holders and degrees of freedom; from metrics.mrs_dispersion (withheld moments,
+    too few holders, are left out, not drawn as 0)."""
+    spread = mrs_dispersion[mrs_dispersion["pair"] == "all"].dropna(subset=["sd_log_mrs"])
+    return fitted(alt.Chart(spread).mark_line(point=alt.OverlayMarkDef(color="#9467bd"), color="#9467bd").encode(
+        x=alt.X("after_exchange:Q", title="after exchange #", axis=COUNT_AXIS),
+        y=alt.Y("sd_log_mrs:Q", title="sd of log MRS (all pairs)", scale=alt.Scale(zero=True)),
+        tooltip=["after_exchange", "holders", "df", alt.Tooltip("sd_log_mrs:Q", format=".3f")],
+    ).properties(title="Spread of marginal rates of substitution across holders", height=220))
+
+
+def mrs_price_chart(mrs_prices: pd.DataFrame) -> alt.Chart:
+    """Per window, the mean over trades of how far apart the two traders' log MRS were (mrs_gap) and how far
+    the agreed log rate was from the trade's MRS price; from metrics.mrs_prices, one row per trade, reduced
+    to one row per window here so the chart stays small whatever the run's size."""
+    per_window = mrs_prices.groupby("window").agg(
+        trades=("exchange_id", "size"),
+        traders_apart=("mrs_gap", "mean"),
+        rate_from_mrs_price=("log_rate", lambda r: (r - mrs_prices.loc[r.index, "log_mrs_price"]).abs().mean()),
+    ).reset_index()
+    folded = per_window.melt(id_vars=["window", "trades"], value_vars=["traders_apart", "rate_from_mrs_price"],
+                             var_name="measure", value_name="mean_abs_log")
+    return fitted(alt.Chart(folded).mark_line(point=True).encode(
+        x=alt.X("window:Q", axis=WINDOW_AXIS),
+        y=alt.Y("mean_abs_log:Q", title="mean |difference of logs|", scale=alt.Scale(zero=True)),
+        color=alt.Color("measure:N", title=None, scale=alt.Scale(
+            domain=["traders_apart", "rate_from_mrs_price"], range=["#9467bd", "#8c564b"])),
+        tooltip=["window", "trades", "measure", alt.Tooltip("mean_abs_log:Q", format=".3f")],
+    ).properties(title="MRS of the two traders, and the deal's rate against their MRS price", height=220))

@@ -1162,7 +1162,8 @@ def allocative_efficiency(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[s
     max_gain is 0 but welfare fell). below_start = participants whom that
     optimum leaves with less utility than they started with, i.e. how far it
     is from anything voluntary trade could reach (it maximises the sum, not
-    everyone's gain); worst_loss = the largest such loss.
+    everyone's gain); worst_loss = the largest such loss; note = that said in
+    words (None when the optimum leaves nobody below their start).
     """
     return _efficiency(community(con, run_id), summary(con, run_id)["welfare_change"])
 
@@ -1178,14 +1179,21 @@ def _efficiency(c: Community, realised: float) -> dict[str, Any]:
     else:
         efficiency = 1.0 if realised >= -_TOLERANCE else None
     loss = c.initial_utility - utility
+    below = int((loss > _TOLERANCE).sum())
+    note = None
+    if below:
+        note = (f"The optimum leaves {below} of {len(loss)} participants below their starting utility "
+                f"(worst by {loss.max():.3g}): it maximises the total, which voluntary trade, where "
+                "nobody accepts a loss, need not be able to reach.")
     return {
         "welfare_initial": welfare_initial,
         "welfare_optimum": welfare_optimum,
         "max_gain": max_gain,
         "realised_gain": realised,
         "efficiency": efficiency,
-        "below_start": int((loss > _TOLERANCE).sum()),
-        "worst_loss": float(loss.max()) if (loss > _TOLERANCE).any() else 0.0,
+        "below_start": below,
+        "worst_loss": float(loss.max()) if below else 0.0,
+        "note": note,
     }
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import charts
+from commonpool.metrics import MIN_DISPERSION_DF
 from commonpool.exchange_log import ending_text, log_page, swap_text, transcript
 from commonpool.store.schema import OUTCOME_LABELS, OUTCOMES
 from pages._shared import data_version, downloads, metric, pick_run, plain, show_table, store
@@ -106,8 +107,37 @@ with tabs[2]:
     dispersion = m("price_dispersion", windows=10)
     st.altair_chart(charts.rates_chart(dispersion), width="stretch")
     st.altair_chart(charts.spread_chart(dispersion), width="stretch")
+    pooled = dispersion[dispersion["pair"] == "all"]
+    thin = pooled.loc[pooled["sd_log_rate"].isna(), "window"].tolist()
+    if thin:
+        st.caption(f"Too few trades to measure a spread (under {MIN_DISPERSION_DF} degrees of freedom) in "
+                   f"window {', '.join(str(w) for w in thin)}: left out, not drawn as 0. Trades and degrees "
+                   "of freedom of every window are in the data below.")
+
+    st.subheader("Against the optimum")
+    optimum, gains_left = m("allocative_efficiency"), m("gains_left_on_table")
+    cols = st.columns(3)
+    cols[0].metric("Allocative efficiency", figure(optimum["efficiency"], ".1%"),
+                   help=f"Welfare gained, {figure(optimum['realised_gain'], ',.1f')}, of the "
+                        f"{figure(optimum['max_gain'], ',.1f')} the exact utilitarian optimum over whole-unit "
+                        "reallocations of the same totals would add")
+    checked = f"{gains_left['pairs_checked']:,} of {gains_left['pairs_total']:,} pairs"
+    cols[1].metric("Pairs with a swap left", f"{gains_left['pairs_with_gains']:,}",
+                   help=f"Pairs with a whole-unit swap both would still gain from at the end, among {checked}"
+                        + (" (a fixed random sample)" if gains_left["sampled"] else ""))
+    cols[2].metric("Best swap left", figure(gains_left["best_gain"], ".3f"),
+                   help="The largest joint utility gain of such a swap")
+    if optimum["note"]:
+        st.caption(plain(optimum["note"]))
+
+    st.subheader("Marginal rates of substitution")
+    mrs = m("mrs_dispersion", windows=10)
+    left, right = st.columns(2)
+    left.altair_chart(charts.mrs_spread_chart(mrs), width="stretch")
+    right.altair_chart(charts.mrs_price_chart(m("mrs_prices", windows=10)), width="stretch")
     with st.expander("Data"):
         show_table(dispersion, f"{run_id}-price-dispersion", "dl_dispersion")
+        show_table(mrs, f"{run_id}-mrs-dispersion", "dl_mrs_dispersion")
 
 with tabs[3]:
     nodes, edges = m("network_nodes"), m("network_edges")

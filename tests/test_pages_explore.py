@@ -26,6 +26,8 @@ CHART_TITLES = {
     "Lorenz curve of holdings value",
     "Lorenz curve of utility",
     "Facilitator adherence: agreed vs suggested",
+    "Spread of marginal rates of substitution across holders",
+    "MRS of the two traders, and the deal's rate against their MRS price",
 }
 
 
@@ -69,6 +71,9 @@ def test_explore_renders_every_chart_and_the_headline_figures(store: Store) -> N
     points = (s["need_fulfilment_final"] - s["need_fulfilment_initial"]) * 100
     assert needs.delta == f"{points:+.1f} pp"
     assert {"Welfare change", "Gini of holdings", "Gini of utility", "Anchoring"} <= set(headline)
+    optimum = metrics.allocative_efficiency(store.connect(), run_id)
+    assert headline["Allocative efficiency"] == f"{optimum['efficiency']:.1%}"
+    assert {"Pairs with a swap left", "Best swap left"} <= set(headline)
     optimum = metrics.allocative_efficiency(store.connect(), run_id)
     assert headline["Allocative efficiency"] == f"{optimum['efficiency']:.1%}"
     assert {"Pairs with a swap left", "Best swap left"} <= set(headline)
