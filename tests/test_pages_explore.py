@@ -74,9 +74,6 @@ def test_explore_renders_every_chart_and_the_headline_figures(store: Store) -> N
     optimum = metrics.allocative_efficiency(store.connect(), run_id)
     assert headline["Allocative efficiency"] == f"{optimum['efficiency']:.1%}"
     assert {"Pairs with a swap left", "Best swap left"} <= set(headline)
-    optimum = metrics.allocative_efficiency(store.connect(), run_id)
-    assert headline["Allocative efficiency"] == f"{optimum['efficiency']:.1%}"
-    assert {"Pairs with a swap left", "Best swap left"} <= set(headline)
 
 
 def test_every_table_shown_has_csv_and_parquet_downloads(store: Store) -> None:
