@@ -354,13 +354,34 @@ def _check_llm_workers() -> None:
         raise BadInput(str(exc)) from None
 
 
-def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
-    from commonpool.engine import run_simulation
-    from commonpool.store import RunExistsError, Store, export_run
+def _start_llm_workers() -> None:
+    """The first LLM worker, now: its LiteLLM import (seconds) runs while this process sets the run up."""
+    from commonpool.llm.workers import shared_pool, worker_count
 
+    if worker_count():
+        shared_pool().start()
+
+
+def _check_credentials(config: SimulationConfig) -> None:
+    """Every model the run names has its key (LiteLLM knows which variable), before anything is written.
+
+    Asked of the first LLM worker (see _start_llm_workers), so LiteLLM is imported once, there.
+    """
+    from commonpool.llm.preflight import missing_credentials
+
+    problem = missing_credentials(config)
+    if problem:
+        raise BadInput(problem)
+
+
+def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     config = config_from_args(args)
     if config.uses_llm():
         _check_llm_workers()
+        _start_llm_workers()
+    from commonpool.engine import run_simulation
+    from commonpool.store import RunExistsError, Store, export_run
+
     store = Store(store_root)
     if config.simulation_id and store.has_run(config.simulation_id):
         raise BadInput(
@@ -369,6 +390,8 @@ def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     _check_folder(store_root, "--store")
     if args.output_dir is not None:
         _check_folder(args.output_dir, "--output-dir")
+    if config.uses_llm():
+        _check_credentials(config)
     bar = _progress_bar(args.no_progress)
     try:
         result = run_simulation(config, store, progress=bar.update if bar else None)
@@ -427,6 +450,7 @@ def cmd_resume(args: argparse.Namespace, store_root: Path) -> int:
 
     _run_id(args.run_id)
     _check_llm_workers()
+    _check_stored_credentials(args.run_id, store_root)
     bar = _progress_bar(args.no_progress)
     try:
         result = resume_simulation(args.run_id, store_root, progress=bar.update if bar else None)
@@ -441,6 +465,19 @@ def cmd_resume(args: argparse.Namespace, store_root: Path) -> int:
 
     _report(result, Store(store_root))
     return 0 if result.status == "completed" else 1
+
+
+def _check_stored_credentials(run_id: str, store_root: Path) -> None:
+    """_check_credentials for a stored run's config (a run that cannot be read is left to resume to report)."""
+    from commonpool.store import Store
+
+    try:
+        config = SimulationConfig.model_validate(Store(store_root).run(run_id).meta["config"])
+    except Exception:
+        return
+    if config.uses_llm():
+        _start_llm_workers()
+        _check_credentials(config)
 
 
 class _Bar:

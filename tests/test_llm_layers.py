@@ -15,7 +15,7 @@ from commonpool.llm.cache import CachedModel, ResponseCache
 from commonpool.llm.chat import CallRecord, ChatRequest
 from commonpool.llm.client import LiteLLMModel
 from commonpool.llm.cost import Prices
-from commonpool.llm.errors import BudgetExhausted, FatalError, RequestError, TransientError
+from commonpool.llm.errors import BudgetExhausted, CredentialsError, FatalError, RequestError, TransientError
 from commonpool.llm.parse import extract_json
 from commonpool.llm.retry import RetryModel
 from commonpool.llm.scrub import REDACTED, scrub
@@ -62,7 +62,7 @@ def test_client_returns_the_text_tokens_and_custom_price(fake_llm: FakeLLMServer
 
 @pytest.mark.parametrize(
     ("mode", "error"),
-    [("http_429", TransientError), ("http_500", TransientError), ("http_401", FatalError), ("echo_key", RequestError)],
+    [("http_429", TransientError), ("http_500", TransientError), ("http_401", CredentialsError), ("echo_key", RequestError)],
 )
 def test_provider_errors_are_sorted_by_what_to_do_about_them(fake_llm: FakeLLMServer, mode: str, error: type) -> None:
     outcome, log = complete(client(fake_llm), request(f"openai/fake-{mode}"))

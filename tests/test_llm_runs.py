@@ -365,3 +365,52 @@ def test_the_canary_key_never_reaches_the_store_or_the_terminal(
     reasons = rows(store, "SELECT string_agg(fallback_reason, ' ') || string_agg(error, ' ') FROM offers, llm_calls WHERE offers.run_id = ? AND llm_calls.run_id = offers.run_id", "echo")[0][0]
     assert echo == 0 and "Authorization header was: Bearer [redacted]" in reasons
     assert CANARY not in out.out + out.err + reasons
+
+
+@pytest.mark.parametrize("flag", ["--model", "--facilitator-model"])
+def test_a_missing_key_refuses_the_run_before_anything_is_written(
+    fake_llm: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    store = tmp_path / "store"
+    code = cli_main(["--store", str(store), "run", flag, "gpt-4o-mini", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and f"{flag}: gpt-4o-mini needs OPENAI_API_KEY" in err, err
+    assert not (store / "runs").exists() and fake_llm.count == 0
+
+
+def test_a_model_on_a_keyless_local_server_needs_no_key(fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    code = cli_main(["--store", str(store), "run", "--model", "openai/fake", "--api-base", fake_llm.base_url,
+                     "--num-participants", "4", "--min-exchanges", "2", "--max-exchanges", "2", "--no-progress"])
+    assert code == 0 and fake_llm.count > 0
+
+
+def test_a_key_missing_at_call_time_is_fatal_not_retried() -> None:
+    """The OpenAI SDK's "Missing credentials" reaches LiteLLM's caller as a 500, which used to be retried 3 times."""
+    from test_llm_layers import complete, request
+
+    from commonpool.llm.client import LiteLLMModel
+    from commonpool.llm.errors import CredentialsError
+    from commonpool.llm.retry import RetryModel
+
+    os.environ.pop("OPENAI_API_KEY", None)
+    outcome, log = complete(RetryModel(LiteLLMModel(None, 5.0), max_retries=3, base_delay_s=0), request("gpt-4o-mini"))
+    assert isinstance(outcome, CredentialsError) and "OPENAI_API_KEY" in str(outcome)
+    assert len(log) == 1
+
+
+def test_a_rejected_key_fails_the_run_even_in_fallback_mode_without_retries(fake_llm: FakeLLMServer, store: Store) -> None:
+    result = llm_run(fake_llm, store, "http_401", on_llm_failure="fallback", llm_max_retries=3)
+    assert result.status == "failed" and "Authentication" in (result.error or "")
+    assert rows(store, "SELECT DISTINCT attempt FROM llm_calls WHERE run_id = ?", result.run_id) == [(1,)]
+    assert result.exchanges == 0
+    assert_conserved(store, result.run_id)
+
+
+def test_a_rejected_facilitator_key_fails_the_cli_run(fake_llm: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    code = cli_main(["--store", str(store), "run", "--facilitator-model", "openai/fake-http_401", "--api-base", fake_llm.base_url,
+                     "--num-participants", "4", "--min-exchanges", "2", "--max-exchanges", "2", "--no-progress"])
+    assert code == 1 and "failed" in capsys.readouterr().out
+    assert {r.status for r in Store(store).runs()} == {"failed"}

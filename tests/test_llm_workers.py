@@ -17,7 +17,7 @@ from test_llm_runs import decided_tables, llm_run
 from commonpool.cli import main as cli_main
 from commonpool.llm.chat import CallRecord
 from commonpool.llm.cost import Prices
-from commonpool.llm.errors import FatalError, RequestError, TransientError
+from commonpool.llm.errors import CredentialsError, FatalError, RequestError, TransientError
 from commonpool.llm.workers import WORKERS_ENV, WorkerModel, WorkerPool, worker_count
 from commonpool.store import Store
 
@@ -69,7 +69,7 @@ def test_a_worker_answers_as_the_in_process_client_does(fake_llm: FakeLLMServer,
 
 @pytest.mark.parametrize(
     ("mode", "error"),
-    [("http_401", FatalError), ("http_500", TransientError), ("http_429", TransientError), ("echo_key", RequestError), ("wrong_schema", None)],
+    [("http_401", CredentialsError), ("http_500", TransientError), ("http_429", TransientError), ("echo_key", RequestError), ("wrong_schema", None)],
 )
 def test_a_worker_keeps_the_kind_of_each_error(fake_llm: FakeLLMServer, pool: WorkerPool, mode: str, error: type | None) -> None:
     answer, log = complete(in_worker(pool, fake_llm), request(f"openai/fake-{mode}"))

@@ -18,7 +18,9 @@ escape (no connection, bad key, budget spent), stops the run.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import cache, partial
@@ -39,7 +41,7 @@ from commonpool.llm.cache import CachedModel, ResponseCache
 from commonpool.llm.chat import CallRecord, ChatModel, ChatRequest
 from commonpool.llm.client import LiteLLMModel
 from commonpool.llm.cost import custom_prices, listed_prices
-from commonpool.llm.errors import FatalError, LLMError
+from commonpool.llm.errors import CredentialsError, FatalError, LLMError
 from commonpool.llm.limit import LimitedModel
 from commonpool.llm.loop import BackgroundLoop
 from commonpool.llm.parse import extract_json
@@ -145,6 +147,9 @@ class LLMSession:
         self.rows: list[tuple[tuple[int, int, int], dict[str, object]]] = []
         self.next_call_id = first_call_id
         self.stopping: FatalError | None = None  # set when a fatal error in fail mode ends the round
+        # What the run's end needs (pandas and the metric SQL, a second or so to import) is
+        # loaded while this run waits for its models, not after their last answer.
+        threading.Thread(target=importlib.import_module, args=("commonpool.metrics",), daemon=True).start()
 
     def run_all(self, jobs: list[Coroutine[Any, Any, T]]) -> list[T]:
         """Run a round's jobs (one per exchange) together on the loop; results in job order.
@@ -185,7 +190,9 @@ class LLMSession:
                 }
                 self.rows.append(((tags.turn, tags.exchange_id, k), row))
         fatal = next((a.fatal for a in answers if a.fatal is not None), None)
-        if fatal is not None and self.config.on_llm_failure == "fail":
+        # A missing or rejected key stops the run even in fallback mode: every later call would
+        # fail alike, and a run of rules decisions labelled as a model's is worse than no run.
+        if fatal is not None and (self.config.on_llm_failure == "fail" or isinstance(fatal, CredentialsError)):
             self.stopping = self.stopping or fatal
             raise fatal
         return answers

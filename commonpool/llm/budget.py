@@ -43,8 +43,10 @@ class BudgetModel:
         self.prices = prices
 
     async def complete(self, request: ChatRequest, log: list[CallRecord], attempt: int = 1) -> Reply:
-        prompt_chars = sum(len(content) for _, content in request.messages)
-        estimate = most_a_call_costs(self.prices(request.model), prompt_chars, request.max_tokens)
+        estimate = 0.0
+        if self.budget.limit_usd is not None:  # without a limit the estimate is never used: no price lookup
+            prompt_chars = sum(len(content) for _, content in request.messages)
+            estimate = most_a_call_costs(self.prices(request.model), prompt_chars, request.max_tokens)
         self.budget.reserve(estimate)
         first = len(log)
         try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from commonpool.llm.chat import CallRecord, ChatRequest, Reply
 from commonpool.llm.cost import Prices, listed_prices, register_unpriced
-from commonpool.llm.errors import FatalError, LLMError, RequestError, TransientError
+from commonpool.llm.errors import CredentialsError, FatalError, LLMError, RequestError, TransientError
 from commonpool.llm.scrub import scrub
 from commonpool.llm.settings import api_key_for
 
@@ -18,6 +18,9 @@ from commonpool.llm.settings import api_key_for
 # that ignores it; LiteLLM's Timeout is the one that normally fires.
 TIMEOUT_GRACE_S = 5.0
 MAX_ERROR_CHARS = 500
+# How the SDKs word a key that was never given: LiteLLM passes these on as a 500 or a 400,
+# which would otherwise be retried or taken for a bad request.
+MISSING_KEY_WORDS = ("Missing credentials", "Missing API Key", "api_key client option must be set")
 
 _litellm: Any = None
 
@@ -118,7 +121,11 @@ def classify(exc: BaseException) -> LLMError:
     message = scrub(text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}")[:MAX_ERROR_CHARS]
     if isinstance(exc, asyncio.TimeoutError | litellm.Timeout):
         return TransientError(message)
-    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError | litellm.NotFoundError):
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError) or any(
+        words.lower() in text.lower() for words in MISSING_KEY_WORDS
+    ):
+        return CredentialsError(message)
+    if isinstance(exc, litellm.NotFoundError):
         return FatalError(message)
     if isinstance(exc, litellm.APIConnectionError) or "Connection error" in str(exc):
         # A refused connection surfaces from LiteLLM as InternalServerError("Connection error.").

@@ -27,12 +27,20 @@ def custom_prices(config: SimulationConfig) -> Prices | None:
 
 # Models LiteLLM had no price for, which register_unpriced entered in its price list at 0.
 _registered_unpriced: set[str] = set()
+# Prices a worker process read from LiteLLM's list (preflight), so this process need not import it.
+_remembered: dict[str, Prices | None] = {}
+
+
+def remember_listed(model: str, prices: Prices | None) -> None:
+    _remembered[model] = prices
 
 
 def listed_prices(model: str) -> Prices | None:
     """LiteLLM's prices for a model it knows; None for local or unknown models."""
     from commonpool.llm.client import import_litellm
 
+    if model in _remembered:
+        return _remembered[model]
     if model in _registered_unpriced:
         return None
     litellm = import_litellm()

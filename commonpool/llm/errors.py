@@ -19,5 +19,9 @@ class FatalError(LLMError):
     """No later call can succeed either (no connection, bad key, unknown model): the run should stop."""
 
 
+class CredentialsError(FatalError):
+    """A missing or rejected key: the run stops whatever on_llm_failure says, since every call would fail alike."""
+
+
 class BudgetExhausted(FatalError):
     """The next call could take spending past the run's budget_usd."""

@@ -9,11 +9,14 @@ LiteLLMModel on their own event loop. Everything else (cache, concurrency limit,
 budget, retries, the call log) stays in the run's process: a worker only turns a
 ChatRequest into a CallRecord and the model's text, or one of our errors.
 
-Workers start on the first call that needs a provider, so a rerun answered from
-the cache never starts one, and they live for the process: the dashboard's
-second run pays no start-up. Each session sends its environment first (keys
-and bases may come from .env files loaded after the workers started), and
-messages on a worker's pipe are handled in order.
+Workers start on the first call that needs a provider (or earlier, when the CLI
+asks them to check credentials while it sets the run up), so a rerun answered
+from the cache never starts one, and they live for the process: the dashboard's
+second run pays no start-up. One worker starts first and the rest once it has
+LiteLLM loaded, so on a small machine the first request waits for one import,
+not for several competing for the same cores. Each session sends its environment
+first (keys and bases may come from .env files loaded after the workers started),
+and messages on a worker's pipe are handled in order.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,7 +38,7 @@ from typing import Any
 
 from commonpool.llm.chat import CallRecord, ChatRequest, Reply
 from commonpool.llm.cost import Prices
-from commonpool.llm.errors import FatalError, LLMError, RequestError, TransientError
+from commonpool.llm.errors import CredentialsError, FatalError, LLMError, RequestError, TransientError
 from commonpool.llm.scrub import scrub
 
 WORKERS_ENV = "COMMONPOOL_LLM_WORKERS"
@@ -42,7 +46,12 @@ MAX_DEFAULT_WORKERS = 4
 # Beyond LiteLLMModel's own bound (timeout + its grace): a worker that never answers.
 WORKER_GRACE_S = 10.0
 # The kinds a worker can report (a spent budget is found here, before a call is sent).
-ERRORS: dict[str, type[LLMError]] = {cls.__name__: cls for cls in (TransientError, RequestError, FatalError)}
+ERRORS: dict[str, type[LLMError]] = {
+    cls.__name__: cls for cls in (TransientError, RequestError, FatalError, CredentialsError)
+}
+READY = 0  # the call id of a worker's "LiteLLM is loaded" message
+# How long close() waits for a worker to go (it exits at once on "stop"; this is for one that hangs).
+STOP_WAIT_S = 0.5
 
 
 def worker_count() -> int:
@@ -67,8 +76,10 @@ def serve(conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle; it stops us by closing the pipe
     from commonpool.llm.client import LiteLLMModel, import_litellm
     from commonpool.llm.loop import InlineSetupExecutor
+    from commonpool.llm.preflight import check_here
 
     import_litellm()  # meanwhile the run's first requests wait in the socket's buffer
+    conn.send((READY, ("ok", None, None)))
     loop = asyncio.new_event_loop()
     loop.set_default_executor(InlineSetupExecutor(thread_name_prefix="commonpool-llm-io"))
     models: dict[tuple[str | None, float, Prices | None], LiteLLMModel] = {}
@@ -104,12 +115,17 @@ def serve(conn: Connection) -> None:
                 loop.create_task(call(*message[1:]))
             elif message[0] == "ping":
                 conn.send((message[1], ("ok", None, None)))
+            elif message[0] == "check":
+                conn.send((message[1], ("ok", check_here(*message[2:]), None)))
             else:  # "stop"
                 loop.stop()
                 return
 
     loop.add_reader(conn.fileno(), read)
     loop.run_forever()
+    # Nothing of ours is left to flush; Python's own shutdown of LiteLLM's modules and
+    # threads takes about a second, which the run's process would wait for at exit.
+    os._exit(0)
 
 
 # --- the run's side ------------------------------------------------------------------------
@@ -140,6 +156,8 @@ class _Worker:
     lock: threading.Lock = field(default_factory=threading.Lock)  # pending and alive
     send_lock: threading.Lock = field(default_factory=threading.Lock)  # apart, so answers are read while a send waits
     alive: bool = True
+    ready: threading.Event = field(default_factory=threading.Event)  # LiteLLM is loaded
+    on_ready: Any = None  # called (in the reader thread) once the worker is ready
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.send_lock:
@@ -152,16 +170,22 @@ class _Worker:
                 call_id, result = self.conn.recv()
             except (EOFError, OSError):
                 break
+            if call_id == READY:
+                self.ready.set()
+                if self.on_ready is not None:
+                    self.on_ready()
+                continue
             with self.lock:
                 waiting = self.pending.pop(call_id, None)
             if waiting is not None:
                 waiting[0].call_soon_threadsafe(_resolve, waiting[1], result)
+        with self.lock:
+            self.alive = False
         try:
             code: int | None = self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             code = None
         with self.lock:
-            self.alive = False
             stranded, self.pending = list(self.pending.values()), {}
         for loop, future in stranded:
             loop.call_soon_threadsafe(_resolve, future, _stopped(code))
@@ -184,34 +208,65 @@ class WorkerPool:
         self.size = size
         self._workers: list[_Worker] = []
         self._environment: dict[str, str] | None = None
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(READY + 1)
         self._lock = threading.Lock()
+        self._closed = False
 
     def _start(self) -> list[_Worker]:
-        """The live workers, starting any missing (on first use, or to replace one that died)."""
+        """The live workers, starting any missing (on first use, or to replace one that died).
+
+        Until one worker is ready only one is started: the others' imports would compete
+        with its import for the cores, and delay the run's first request.
+        """
         with self._lock:
+            if self._closed:
+                return []
             self._workers = [w for w in self._workers if w.alive]
-            while len(self._workers) < self.size:
-                worker = _Worker(*_spawn())
+            wanted = self.size if any(w.ready.is_set() for w in self._workers) else 1
+            while len(self._workers) < wanted:
+                worker = _Worker(*_spawn(), on_ready=self._start)
                 threading.Thread(target=worker.read, name="commonpool-llm-worker-reader", daemon=True).start()
                 self._workers.append(worker)
+                if self._environment is not None:  # a late starter gets what the others were sent
+                    worker.send(("env", self._environment))
             return list(self._workers)
+
+    def start(self) -> None:
+        """Start the first worker now, so that its LiteLLM import runs while the caller sets up."""
+        self._start()
 
     def share_environment(self) -> None:
         """Send this process's environment to the workers before the calls that follow (a session's first call)."""
         environment = dict(os.environ)
-        workers = self._start()
         with self._lock:
             if environment == self._environment:
                 return
-            self._environment = environment
-        for worker in workers:
+            self._environment = environment  # from here on, a worker that starts is sent it by _start
+        for worker in self._start():
             worker.send(("env", environment))
 
     async def call(self, api_base: str | None, timeout_s: float, prices: Prices | None, request: ChatRequest, attempt: int) -> tuple[Any, ...]:
-        """One LiteLLMModel call in the least busy worker; its result tuple (see serve)."""
-        worker = min(self._start(), key=lambda w: len(w.pending))
-        return await self._request(worker, "call", api_base, timeout_s, prices, request, attempt)
+        """One LiteLLMModel call in the least busy ready worker (or the first, while none is); its result tuple (see serve)."""
+        return await self._request(self._least_busy(), "call", api_base, timeout_s, prices, request, attempt)
+
+    def _least_busy(self) -> _Worker:
+        workers = self._start()
+        if not workers:
+            raise FatalError("the LLM worker processes were shut down")
+        ready = [w for w in workers if w.ready.is_set()] or workers[:1]
+        return min(ready, key=lambda w: len(w.pending))
+
+    def check(self, models: list[str], api_base: str | None, timeout_s: float) -> dict[str, Any] | None:
+        """preflight.check_here run in a worker (started if need be); None if no worker answers in time."""
+
+        async def ask() -> tuple[Any, ...]:
+            return await asyncio.wait_for(self._request(self._least_busy(), "check", models, api_base), timeout_s)
+
+        try:
+            result = asyncio.run(ask())
+        except (asyncio.TimeoutError, FatalError):
+            return None
+        return result[1] if result[0] == "ok" else None
 
     def pids(self) -> list[int]:
         """The live workers' process ids (a benchmark adds their CPU time to the run's)."""
@@ -221,7 +276,11 @@ class WorkerPool:
         """Start every worker and wait until each has LiteLLM loaded (a benchmark's one-off, like import_litellm)."""
 
         async def ping_all() -> None:
-            await asyncio.gather(*(self._request(worker, "ping") for worker in self._start()))
+            while True:  # the first ping waits for the first worker, which then starts the rest
+                workers = self._start()
+                await asyncio.gather(*(self._request(worker, "ping") for worker in workers))
+                if len(workers) >= self.size:
+                    return
 
         asyncio.run(ping_all())
 
@@ -241,16 +300,19 @@ class WorkerPool:
                 worker.pending.pop(call_id, None)
 
     def close(self) -> None:
+        """Stop the workers; one that does not go within STOP_WAIT_S is terminated, so exit never waits long."""
         with self._lock:
+            self._closed = True
             workers, self._workers = self._workers, []
         for worker in workers:
             try:
                 worker.send(("stop",))
             except OSError:
                 pass
+        deadline = time.monotonic() + STOP_WAIT_S
         for worker in workers:
             try:
-                worker.process.wait(timeout=5)
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 worker.process.terminate()
             worker.conn.close()
