@@ -154,18 +154,102 @@ def roster_json(table: pd.DataFrame) -> str:
     return roster_to_json(roster_from_table(table))
 
 
-# What a name pattern means, in the words a form shows.
+# The form's label of each config field, so a problem names the box a person sees.
+FIELD_LABELS: dict[str, str] = {
+    "num_participants": "Participants",
+    "min_exchanges": "Min exchanges",
+    "max_exchanges": "Max exchanges",
+    "seed": "Seed",
+    "simulation_id": "Run id",
+    "resources": "Resources",
+    "custom_personalities": "Your personalities",
+    "personalities": "Mix",
+    "personality_models": "Engine per personality",
+    "roster": "Roster",
+    "model": "Engine for everyone",
+    "facilitator_model": "Facilitator engine",
+    "max_turns": "Max turns",
+    "budget_usd": "Budget (USD)",
+    "cost_per_1k_prompt_tokens": "Price per 1k prompt tokens",
+    "cost_per_1k_completion_tokens": "Price per 1k completion tokens",
+    "llm_timeout_s": "LLM timeout (s)",
+}
+
+
+def _bound(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _in_words(item: dict[str, Any]) -> str | None:
+    """What a field must be, as a person would say it, for pydantic's common complaints; None for others."""
+    ctx = item.get("ctx") or {}
+    kind = item["type"]
+    if kind == "greater_than_equal":
+        return f"at least {_bound(ctx['ge'])}"
+    if kind == "less_than_equal":
+        return f"at most {_bound(ctx['le'])}"
+    if kind == "greater_than":
+        return f"more than {_bound(ctx['gt'])}"
+    if kind == "less_than":
+        return f"less than {_bound(ctx['lt'])}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return "a number"
+    if kind == "too_short":
+        return f"at least {_bound(ctx['min_length'])}"
+    if kind == "too_long":
+        return f"at most {_bound(ctx['max_length'])}"
+    return None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    first = FIELD_LABELS.get(str(loc[0]), str(loc[0]))
+    rest = " ".join(f"row {p + 1}" if isinstance(p, int) else str(p) for p in loc[1:])
+    return f"{first} {rest}" if rest else first
+
+
 def errors_by_field(error: ValidationError) -> dict[str, list[str]]:
-    """Every problem, one line each, keyed by the config field that shows it ("" if none)."""
+    """Every problem, one line each in the form's words ("Participants: at least 2"), keyed by the
+    config field that shows it ("" if none)."""
     grouped: dict[str, list[str]] = {}
-    for field, line in validation_problems(error):
+    for item, (field, line) in zip(error.errors(), validation_problems(error), strict=True):
+        loc = tuple(item["loc"])
+        words = _in_words(item) if loc else None
+        if words is not None:
+            given = item.get("input")
+            shown = "" if given is None or isinstance(given, (dict, list)) or given == "" else f" (not {given})"
+            line = f"{_where(loc)}: {words}{shown}"
         grouped.setdefault(field, []).append(line)
     return grouped
 
 
-def validate(fields: dict[str, Any]) -> tuple[SimulationConfig | None, dict[str, list[str]]]:
-    """The config, or None and the problems by config field."""
+def _whole(value: object) -> int | None:
     try:
-        return SimulationConfig.model_validate(fields), {}
+        return int(value) if float(value).is_integer() else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _across_fields(fields: dict[str, Any]) -> dict[str, list[str]]:
+    """Rules between fields, checked even when a field is wrong too: SimulationConfig checks them
+    only once every field is valid, so one problem used to hide the other."""
+    low, high = _whole(fields.get("min_exchanges")), _whole(fields.get("max_exchanges"))
+    if low is not None and high is not None and low > high:
+        return {"min_exchanges": [f"Min exchanges: at most Max exchanges ({low:,} is more than {high:,})"]}
+    return {}
+
+
+def validate(fields: dict[str, Any]) -> tuple[SimulationConfig | None, dict[str, list[str]]]:
+    """The config, or None and every problem by config field, in the form's words."""
+    across = _across_fields(fields)
+    try:
+        config = SimulationConfig.model_validate(fields)
     except ValidationError as exc:
-        return None, errors_by_field(exc)
+        problems = errors_by_field(exc)
+        for field, lines in across.items():
+            # The config's own wording of the same rule, if it got that far, gives way to the form's.
+            kept = [line for line in problems.get(field, []) if not line.startswith(f"{field} (")]
+            problems[field] = lines + kept
+        return None, problems
+    return config, {}

@@ -277,8 +277,8 @@ clicked = left.button("Run simulation", type="primary", disabled=not ready, key=
 if ready:
     right.caption("Ready. The run continues in the background if you leave or reload this page.")
 else:
-    first = next(iter(problems.values()))[0]
-    right.warning(plain(f"Run is disabled: {first}"))
+    every = [line for lines in problems.values() for line in lines]
+    right.warning(plain(f"Run is disabled: {'; '.join(every)}"))
 for line in unplaced:
     st.error(plain(line))
 

@@ -167,7 +167,7 @@ def test_a_person_runs_a_simulation_and_reads_one_negotiation(server: str, page:
     set_number(page, "Min exchanges", 500)
     run = page.get_by_role("button", name="Run simulation")
     expect(run).to_be_disabled()
-    expect(page.get_by_text("Run is disabled: min_exchanges (500) must not exceed max_exchanges (180)")).to_be_visible()
+    expect(page.get_by_text("Run is disabled: Min exchanges: at most Max exchanges (500 is more than 180)")).to_be_visible()
     set_number(page, "Min exchanges", 150)
     expect(run).to_be_enabled()
     shoot(page, "1-new-simulation")
