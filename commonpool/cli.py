@@ -23,9 +23,11 @@ from pydantic import ValidationError
 
 from commonpool.config import (
     DEFAULT_RESOURCES,
+    MAX_PARTICIPANTS,
     ParticipantSpec,
     ResourceSpec,
     SimulationConfig,
+    default,
     describe_validation_error,
 )
 from commonpool.llm.settings import served_api_base
@@ -80,26 +82,34 @@ def default_store() -> Path:
 def add_run_flags(run: argparse.ArgumentParser) -> None:
     """The flags that describe one run (also a sweep's base)."""
     # Numbers are parsed by SimulationConfig, so every bad value gets the same kind of message.
-    run.add_argument("--num-participants", default="10")
-    run.add_argument("--min-exchanges", default="10")
-    run.add_argument("--max-exchanges", default="20")
+    # A flag left out is left to SimulationConfig too: its defaults are the CLI's and the dashboard's.
+    run.add_argument("--num-participants", default=None, metavar="N",
+                     help=f"2 to {MAX_PARTICIPANTS:,} (default: {default('num_participants')}; with --roster, its size)")
+    run.add_argument("--min-exchanges", default=None, metavar="N", help=f"exchanges at least (default: {default('min_exchanges')})")
+    run.add_argument("--max-exchanges", default=None, metavar="N",
+                     help=f"exchanges at most; the run draws its count between the two (default: {default('max_exchanges')})")
     run.add_argument("--simulation-id", default=None, help="run id (default: generated)")
     run.add_argument("--output-dir", type=Path, default=None, help="also write the run's JSON log here")
     run.add_argument("--seed", default=None, help="random seed (default: drawn and recorded)")
-    run.add_argument("--resources", default=None, help="e.g. books,tools,repairs:skill (name or name:good|skill|time)")
-    run.add_argument("--personalities", default=None, help="mix, e.g. cautious=4,generous=3,strategic=3")
+    run.add_argument("--resources", default=None,
+                     help="e.g. books,tools,repairs:skill (name or name:good|skill|time) (default: "
+                          f"{', '.join(r.name for r in DEFAULT_RESOURCES)})")
+    run.add_argument("--personalities", default=None,
+                     help="mix, e.g. cautious=4,generous=3,strategic=3 (default: equal shares of "
+                          f"{', '.join(default('personalities'))})")
     run.add_argument("--custom-personalities", type=Path, default=None, help="JSON file: list of {name, traits, description}")
     run.add_argument("--roster", type=Path, default=None, help="CSV or JSON roster of participants")
-    run.add_argument("--max-turns", default="6")
+    run.add_argument("--max-turns", default=None, metavar="N",
+                     help=f"messages per exchange, the opening proposal included, 2-20 (default: {default('max_turns')})")
     run.add_argument("--no-facilitator", action="store_true", help="control run: no advice")
-    run.add_argument("--pairing", default="random", help="random | need")
+    run.add_argument("--pairing", default=None, help=f"random | need (default: {default('pairing')})")
     run.add_argument("--model", default=None, help="LiteLLM model for every participant (default: rules brain)")
     run.add_argument("--facilitator-model", default=None, help="LiteLLM model for the facilitator")
     run.add_argument("--personality-model", action="append", default=[], metavar="NAME=MODEL", help="model for one personality")
     run.add_argument("--api-base", default=None, help="OpenAI-compatible server URL (or OPENAI_API_BASE)")
-    run.add_argument("--concurrency", default="8", help="LLM calls in flight at once")
+    run.add_argument("--concurrency", default=None, help=f"LLM calls in flight at once (default: {default('concurrency')})")
     run.add_argument("--budget-usd", default=None, help="stop before spending more than this")
-    run.add_argument("--on-llm-failure", default="fail", help="fail | fallback")
+    run.add_argument("--on-llm-failure", default=None, help=f"fail | fallback (default: {default('on_llm_failure')})")
     run.add_argument("--price-per-1k-prompt", default=None, help="USD per 1,000 prompt tokens, for models LiteLLM has no price for")
     run.add_argument("--price-per-1k-completion", default=None, help="USD per 1,000 completion tokens")
 
@@ -147,7 +157,8 @@ def build_parser() -> Parser:
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     roster = sub.add_parser("roster", parents=[store], help="print a generated roster to edit and run with --roster")
-    roster.add_argument("--num-participants", default="10")
+    roster.add_argument("--num-participants", default=str(default("num_participants")),
+                        help=f"(default: {default('num_participants')})")
     roster.add_argument("--seed", default="0")
     roster.add_argument("--resources", default=None)
     roster.add_argument("--personalities", default=None)
@@ -210,17 +221,15 @@ def parse_mix(text: str) -> dict[str, float]:
 def config_from_args(args: argparse.Namespace) -> SimulationConfig:
     from commonpool.population import RosterError, roster_from_csv, roster_from_json
 
-    fields: dict[str, object] = {
+    fields: dict[str, object] = {"facilitator": not args.no_facilitator}
+    optional = {
         "num_participants": args.num_participants,
         "min_exchanges": args.min_exchanges,
         "max_exchanges": args.max_exchanges,
         "max_turns": args.max_turns,
-        "facilitator": not args.no_facilitator,
-        "pairing": _choice("--pairing", args.pairing, ("random", "need")),
+        "pairing": args.pairing and _choice("--pairing", args.pairing, ("random", "need")),
         "concurrency": args.concurrency,
-        "on_llm_failure": _choice("--on-llm-failure", args.on_llm_failure, ("fail", "fallback")),
-    }
-    optional = {
+        "on_llm_failure": args.on_llm_failure and _choice("--on-llm-failure", args.on_llm_failure, ("fail", "fallback")),
         "simulation_id": args.simulation_id,
         "seed": args.seed,
         "model": args.model,
@@ -249,7 +258,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         except RosterError as exc:
             raise BadInput(f"--roster: {exc}") from None
         fields["roster"] = roster
-        if args.num_participants == "10":
+        if args.num_participants is None:
             fields["num_participants"] = len(roster)
         if args.resources is None:
             fields["resources"] = resources_of(roster)

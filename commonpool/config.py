@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -182,6 +182,12 @@ class SimulationConfig(BaseModel):
     def uses_llm(self) -> bool:
         roster_models = any(m.brain not in (None, "rules") for m in self.roster or [])
         return bool(self.model or self.facilitator_model or self.personality_models or roster_models)
+
+
+def default(field: str) -> Any:
+    """A SimulationConfig field's default: the one definition that `commonpool run --help`, the README and the
+    dashboard's New simulation form all show, and that a run without the flag (or field) gets."""
+    return SimulationConfig.model_fields[field].get_default(call_default_factory=True)
 
 
 _PATTERN_WORDS: dict[str, str] = {

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from commonpool import form
-from commonpool.config import DEFAULT_RESOURCES, MAX_PARTICIPANTS, SimulationConfig
+from commonpool.config import DEFAULT_RESOURCES, MAX_PARTICIPANTS, SimulationConfig, default
 from commonpool.personalities import BUILTIN, Traits
 from commonpool.population import RosterError, apportion, mix_is_exact
 from commonpool.llm.settings import available_models, served_api_base
@@ -56,18 +56,20 @@ use_roster = st.session_state.get("use_roster", False)
 c1, c2, c3, c4 = st.columns(4)
 with c1:
     participants = st.number_input(
-        "Participants", value=10, step=1, key="num_participants", disabled=use_roster,
+        "Participants", value=default("num_participants"), step=1, key="num_participants", disabled=use_roster,
         max_value=upper("num_participants"),
         help=f"2 to {upper('num_participants'):,}. With a roster, the roster's size.",
     )
     slot("num_participants")
 with c2:
-    fields["min_exchanges"] = st.number_input("Min exchanges", value=20, step=1, key="min_exchanges",
+    fields["min_exchanges"] = st.number_input("Min exchanges", value=default("min_exchanges"), step=1,
+                                              key="min_exchanges",
                                               max_value=upper("min_exchanges"),
                                               help=f"1 to {upper('min_exchanges'):,}.")
     slot("min_exchanges")
 with c3:
-    fields["max_exchanges"] = st.number_input("Max exchanges", value=40, step=1, key="max_exchanges",
+    fields["max_exchanges"] = st.number_input("Max exchanges", value=default("max_exchanges"), step=1,
+                                              key="max_exchanges",
                                               max_value=upper("max_exchanges"),
                                               help=f"1 to {upper('max_exchanges'):,}.")
     slot("max_exchanges")
@@ -124,7 +126,7 @@ fields["custom_personalities"] = form.custom_personalities_from_table(custom_tab
 
 # Each name once: a name given twice (or a built-in's) is refused beside the table, not drawn twice.
 names = list(dict.fromkeys([*BUILTIN, *(p["name"] for p in fields["custom_personalities"])]))
-default_counts = apportion({name: 1.0 for name in BUILTIN}, 10)
+default_counts = apportion(default("personalities"), default("num_participants"))
 st.markdown("**Mix and engine per personality**")
 mix: dict[str, float] = {}
 personality_models: dict[str, str] = {}
@@ -218,7 +220,7 @@ with c1:
 if model != RULES:
     fields["model"] = model
 with c2:
-    fields["facilitator"] = st.toggle("Facilitator", value=True, key="facilitator",
+    fields["facilitator"] = st.toggle("Facilitator", value=default("facilitator"), key="facilitator",
                                       help="Off: a control run with no advice.")
     facilitator_model = st.selectbox("Facilitator engine", engines, key="facilitator_model",
                                      disabled=not fields["facilitator"])
@@ -227,10 +229,12 @@ if fields["facilitator"] and facilitator_model != RULES:
     fields["facilitator_model"] = facilitator_model
 with c3:
     fields["pairing"] = st.radio("Pairing", ["random", "need"], key="pairing", horizontal=True,
+                                 index=["random", "need"].index(default("pairing")),
                                  help="need: those who need a resource tend to meet those with a surplus of it.")
     slot("pairing")
 with c4:
-    fields["max_turns"] = st.number_input("Max turns", value=6, step=1, key="max_turns", max_value=upper("max_turns"),
+    fields["max_turns"] = st.number_input("Max turns", value=default("max_turns"), step=1, key="max_turns",
+                                          max_value=upper("max_turns"),
                                           help="Messages per exchange, the opening proposal included (2-20).")
     slot("max_turns")
 uses_llm = model != RULES or bool(personality_models) or "facilitator_model" in fields or any(

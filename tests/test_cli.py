@@ -254,3 +254,15 @@ def test_runs_show_prints_the_config_and_no_internals(simulate, capsys) -> None:
     assert main(["runs", "show", "shown", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["config"]["max_turns"] == 4 and "manifest" not in shown and "committed_parts" not in shown
+
+
+def test_a_bare_run_takes_the_config_s_defaults(store, capsys) -> None:
+    from commonpool import SimulationConfig
+    from commonpool.cli import main
+
+    assert main(["run", "--simulation-id", "bare", "--no-progress"]) == 0
+    stored = store.run("bare").meta["config"]
+    expected = SimulationConfig(simulation_id="bare", seed=stored["seed"]).model_dump(mode="json")
+    assert stored == expected
+    exchanges = store.run("bare").meta["exchanges_recorded"]
+    assert expected["min_exchanges"] <= exchanges <= expected["max_exchanges"]

@@ -34,6 +34,18 @@ def test_default_form_is_ready_to_run(store: Store) -> None:
     assert not at.error
 
 
+def test_the_form_starts_from_the_config_defaults_the_cli_uses(store: Store) -> None:
+    at = app()
+    defaults = SimulationConfig()
+    for field in ("num_participants", "min_exchanges", "max_exchanges", "max_turns"):
+        assert at.number_input(key=field).value == getattr(defaults, field), field
+    assert at.toggle(key="facilitator").value == defaults.facilitator
+    assert at.radio(key="pairing").value == defaults.pairing
+    # The preview leaves out what equals the config's defaults: none of these differ from them.
+    assert not {"num_participants", "min_exchanges", "max_exchanges", "max_turns", "facilitator",
+                "pairing"} & set(config_shown(at))
+
+
 def test_a_run_launched_from_the_form_finishes_and_is_stored(store: Store) -> None:
     at = app()
     at.number_input(key="num_participants").set_value(12)
