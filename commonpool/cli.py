@@ -629,7 +629,8 @@ def cmd_sql(args: argparse.Namespace, store_root: Path) -> int:
         raise BadInput(f"query: {exc}") from None
     table = result.rows
     if fmt == "json":
-        print(json.dumps(table.to_pylist(), indent=2, default=str))
+        # A MAP is a JSON object ({"books": 1.5}), as in every CSV, not a list of [key, value] pairs.
+        print(json.dumps(table.to_pylist(maps_as_pydicts="lossy"), indent=2, default=str))
     elif fmt == "csv":
         from commonpool.csv_safe import arrow_csv
 

@@ -87,6 +87,9 @@ def test_nested_values_are_the_same_json_text_in_every_csv(simulate, store, tmp_
         from_export = next(csv.DictReader(handle))
     from_download = next(csv.DictReader(io.StringIO(_csv(stored).decode())))
 
+    assert main(["sql", "SELECT valuations FROM advice ORDER BY exchange_id LIMIT 1", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"valuations": expected}]  # an object in JSON output too
+
     texts = {from_sql["valuations"], from_export["valuations"], from_download["valuations"]}
     assert len(texts) == 1, texts  # one rule, one text
     assert json.loads(texts.pop()) == expected
