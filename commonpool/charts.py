@@ -146,7 +146,8 @@ def spread_chart(dispersion: pd.DataFrame) -> alt.Chart:
     return fitted(alt.Chart(spread).mark_line(point=alt.OverlayMarkDef(color="#d62728"), color="#d62728").encode(
         x=alt.X("window:Q", axis=WINDOW_AXIS),
         y=alt.Y("sd_log_rate:Q", title="sd of log rate (all pairs)"),
-        tooltip=["window", alt.Tooltip("trades:Q", format=","), alt.Tooltip("sd_log_rate:Q", format=".3f")],
+        tooltip=["window", alt.Tooltip("trades:Q", format=","), alt.Tooltip("df:Q", format=",", title="degrees of freedom"),
+                 alt.Tooltip("sd_log_rate:Q", format=".3f")],
     ).properties(title="Spread of exchange rates over time", height=220))
 
 
@@ -609,7 +610,8 @@ def mrs_spread_chart(mrs_dispersion: pd.DataFrame) -> alt.Chart:
     return fitted(alt.Chart(spread).mark_line(point=alt.OverlayMarkDef(color="#9467bd"), color="#9467bd").encode(
         x=alt.X("after_exchange:Q", title="after exchange #", axis=COUNT_AXIS),
         y=alt.Y("sd_log_mrs:Q", title="sd of log MRS (all pairs)", scale=alt.Scale(zero=True)),
-        tooltip=["after_exchange", "holders", "df", alt.Tooltip("sd_log_mrs:Q", format=".3f")],
+        tooltip=[alt.Tooltip("after_exchange:Q", format=","), alt.Tooltip("holders:Q", format=","),
+                 alt.Tooltip("df:Q", format=",", title="degrees of freedom"), alt.Tooltip("sd_log_mrs:Q", format=".3f")],
     ).properties(title="Spread of marginal rates of substitution across holders", height=220))
 
 
