@@ -1,7 +1,7 @@
 """Run store at sweep scale: 10,000 small runs, before and after packing.
 
 Prints wall and CPU time (CPU is the steadier figure when other work shares the
-machine): Store.runs() and `commonpool runs list` over all runs, connect() to all
+machine): Store.runs(), Store.run_list() and `commonpool runs list` over all runs, connect() to all
 runs and to one, a sweep-summary query (avg value per metric over run_metrics
 of every run) and a one-run query, then the same after Store.pack() of every run,
 and the pack's own time. Usage:
@@ -97,6 +97,7 @@ def read_every_run_json(root: Path) -> None:
 def measure(store: Store, one: str) -> None:
     timed("floor: read and parse every run.json, nothing else", lambda: read_every_run_json(store.root))
     timed("Store.runs()", store.runs)
+    timed("Store.run_list() (what `runs list` prints; packed runs cached)", store.run_list)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "commonpool", "--store", str(store.root), "runs", "list"]
     timed("`commonpool runs list` (a whole process)", lambda: subprocess.run(cli, env=env, capture_output=True, check=True))
