@@ -88,6 +88,10 @@ def main() -> None:
         ("need_fulfilment", lambda: metrics.need_fulfilment(con, run_id), None),
         ("facilitator_adherence", lambda: metrics.facilitator_adherence(con, run_id), charts.adherence_chart),
         ("anchoring", lambda: metrics.anchoring(con, run_id), None),
+        ("mrs_prices", lambda: metrics.mrs_prices(con, run_id, windows=10), charts.mrs_price_chart),
+        ("mrs_dispersion", lambda: metrics.mrs_dispersion(con, run_id, windows=10), charts.mrs_spread_chart),
+        ("allocative_efficiency", lambda: metrics.allocative_efficiency(con, run_id), None),
+        ("gains_left_on_table", lambda: metrics.gains_left_on_table(con, run_id), None),
     ]
     frames: dict[str, Any] = {}
     for name, query, chart in plan:
@@ -98,6 +102,9 @@ def main() -> None:
     timed("  chart network", lambda: charts.network_chart(frames["network_nodes"], frames["network_edges"]).to_json())
     total = time.perf_counter() - started_all
     print(f"  {'all metrics and charts':<44} {'':>14} {total * 1000:>9,.0f} ms")
+    efficiency, left = frames["allocative_efficiency"], frames["gains_left_on_table"]
+    print(f"  efficiency {efficiency['efficiency']:.4f} of a possible gain of {efficiency['max_gain']:,.1f}; "
+          f"{left['pairs_with_gains']:,} of {left['pairs_checked']:,} pairs checked have a swap left")
 
     print("exchange log:")
     timed("count, filter accepted + name 'ad'", lambda: [log_page(con, run_id, ["accepted"], "ad", limit=1).total])
