@@ -158,6 +158,11 @@ def circle_layout(nodes: pd.DataFrame) -> pd.DataFrame:
     return ordered.assign(x=np.cos(angle), y=np.sin(angle))
 
 
+def busiest_participants(nodes: pd.DataFrame, max_nodes: int = MAX_NETWORK_NODES) -> pd.DataFrame:
+    """The max_nodes members with the most trades (then partners): those network_chart draws."""
+    return nodes if len(nodes) <= max_nodes else nodes.nlargest(max_nodes, ["trades", "degree"])
+
+
 def network_chart(nodes: pd.DataFrame, edges: pd.DataFrame, max_edges: int = MAX_NETWORK_EDGES,
                   max_nodes: int = MAX_NETWORK_NODES) -> alt.LayerChart:
     """Who trades with whom: participants coloured by personality, links as thick as their trades.
@@ -169,7 +174,7 @@ def network_chart(nodes: pd.DataFrame, edges: pd.DataFrame, max_edges: int = MAX
     """
     everyone = len(nodes)
     if everyone > max_nodes:
-        nodes = nodes.nlargest(max_nodes, ["trades", "degree"])
+        nodes = busiest_participants(nodes, max_nodes)
         kept = set(nodes["participant_id"])
         edges = edges[edges["a"].isin(kept) & edges["b"].isin(kept)]
     placed = circle_layout(nodes)

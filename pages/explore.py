@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from commonpool import charts
+from commonpool import charts, metrics
 from commonpool.metrics import MIN_DISPERSION_DF
 from commonpool.exchange_log import ending_text, log_page, swap_text, transcript
 from commonpool.store.schema import OUTCOME_LABELS, OUTCOMES
@@ -140,7 +140,12 @@ with tabs[2]:
         show_table(mrs, f"{run_id}-mrs-dispersion", "dl_mrs_dispersion")
 
 with tabs[3]:
-    nodes, edges = m("network_nodes"), m("network_edges")
+    nodes = m("network_nodes")
+    # Only the pairs the drawing can show leave the database: a large community is drawn as its
+    # busiest members, and a 1,000,000-exchange run met in some 400,000 pairs.
+    drawn = charts.busiest_participants(nodes)
+    among = None if len(drawn) == len(nodes) else tuple(int(i) for i in drawn["participant_id"])
+    edges = m("network_edges", among=among)
     net = m("network_summary")
     cols = st.columns(4)
     cols[0].metric("Repeat partners", figure(net["repeat_partner_share"], ".1%"))
@@ -157,8 +162,12 @@ with tabs[3]:
                    f"{MAX_HEATMAP_PARTICIPANTS}.")
     with st.expander("Data"):
         show_table(nodes, f"{run_id}-network-nodes", "dl_nodes")
-        st.caption(f"{len(edges):,} pairs met.")
-        downloads(edges, f"{run_id}-network-edges", "dl_edges")
+        if among is None:
+            st.caption(f"{len(edges):,} pairs met.")
+        else:
+            st.caption("Every pair that met, in the downloads:")
+        downloads(edges if among is None else lambda: metrics.network_edges(store().connect([run_id]), run_id),
+                  f"{run_id}-network-edges", "dl_edges")
         show_table(m("pairing_matrix"), f"{run_id}-pairing-matrix", "dl_pairing")
 
 with tabs[4]:
