@@ -89,7 +89,9 @@ def test_the_facilitator_s_note_names_who_gives_what(long_talks, store) -> None:
         FROM advice a JOIN exchanges e USING (run_id, exchange_id)
         JOIN participants i ON i.run_id = a.run_id AND i.participant_id = e.initiator_id
         JOIN participants r ON r.run_id = a.run_id AND r.participant_id = e.responder_id
+        WHERE a.initiator_gives IS NOT NULL  -- a suggestion was made
         LIMIT 200""").fetchall()
+    assert notes
     for note, initiator, qa, a, responder, qb, b in notes:
         assert f"I suggest {initiator} gives {units(qa, a)} and {responder} gives {units(qb, b)}." in note, note
 
