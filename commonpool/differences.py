@@ -15,6 +15,11 @@ def _mix(config: dict[str, Any]) -> str:
     return ", ".join(f"{name} {w / total:.0%}" for name, w in sorted(weights.items()) if w > 0)
 
 
+def _count(value: object) -> str:
+    """A whole number with thousands separators; anything else (a damaged run's missing value) as it is."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def _engine(value: object) -> str:
     return str(value) if value else "rules"
 
@@ -27,9 +32,9 @@ SETTINGS: dict[str, Callable[[dict[str, Any]], str]] = {
     "engine per personality": lambda c: ", ".join(f"{k}: {v}" for k, v in sorted((c.get("personality_models") or {}).items()))
     or "engine per personality: none",
     "mix": lambda c: f"mix {_mix(c)}",
-    "participants": lambda c: f"{c.get('num_participants', '?'):,} participants",
-    "exchanges": lambda c: f"{c.get('min_exchanges', '?'):,}-{c.get('max_exchanges', '?'):,} exchanges"
-    if c.get("min_exchanges") != c.get("max_exchanges") else f"{c.get('max_exchanges', '?'):,} exchanges",
+    "participants": lambda c: f"{_count(c.get('num_participants', '?'))} participants",
+    "exchanges": lambda c: f"{_count(c.get('min_exchanges', '?'))}-{_count(c.get('max_exchanges', '?'))} exchanges"
+    if c.get("min_exchanges") != c.get("max_exchanges") else f"{_count(c.get('max_exchanges', '?'))} exchanges",
     "pairing": lambda c: f"pairing {c.get('pairing', 'random')}",
     "max turns": lambda c: f"max {c.get('max_turns', '?')} turns",
     "resources": lambda c: "resources " + ", ".join(r["name"] for r in c.get("resources") or []),
