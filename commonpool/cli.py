@@ -62,6 +62,9 @@ FLAGS = {
     "custom_personalities": "--custom-personalities",
     "personality_models": "--personality-model",
     "on_llm_failure": "--on-llm-failure",
+    "llm_timeout_s": "--llm-timeout",
+    "llm_max_tokens": "--llm-max-tokens",
+    "structured_output": "--structured-output",
     "roster": "--roster",
 }
 
@@ -112,6 +115,13 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--on-llm-failure", default=None, help=f"fail | fallback (default: {default('on_llm_failure')})")
     run.add_argument("--price-per-1k-prompt", default=None, help="USD per 1,000 prompt tokens, for models LiteLLM has no price for")
     run.add_argument("--price-per-1k-completion", default=None, help="USD per 1,000 completion tokens")
+    run.add_argument("--llm-timeout", default=None, metavar="SECONDS",
+                     help="seconds a model may take to answer one request (default: 60)")
+    run.add_argument("--llm-max-tokens", default=None, metavar="N",
+                     help="most tokens of one reply, 16-32768 (default: 400 for a participant, 600 for the facilitator)")
+    run.add_argument("--structured-output", default=None,
+                     help="auto | json_schema | json_object | off: how the reply's shape is asked for (default: auto, "
+                          "the protocol's JSON schema where LiteLLM knows the model takes one and to an --api-base server)")
 
 
 def build_parser() -> Parser:
@@ -238,6 +248,10 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         "budget_usd": args.budget_usd,
         "cost_per_1k_prompt_tokens": args.price_per_1k_prompt,
         "cost_per_1k_completion_tokens": args.price_per_1k_completion,
+        "llm_timeout_s": args.llm_timeout,
+        "llm_max_tokens": args.llm_max_tokens,
+        "structured_output": args.structured_output
+        and _choice("--structured-output", args.structured_output, ("auto", "json_schema", "json_object", "off")),
     }
     fields.update({k: v for k, v in optional.items() if v is not None})
     if args.resources is not None:
@@ -502,6 +516,8 @@ class _Bar:
         llm = progress.llm  # type: ignore[attr-defined]
         if llm.get("llm_calls"):
             postfix.update(calls=int(llm["llm_calls"]), usd=f"{llm['cost_usd']:.4f}")
+        if llm.get("limit_cuts"):  # the server timed out or said 429: fewer requests in flight (llm/limit.py)
+            postfix["in flight"] = f"{llm['in_flight_limit']}/{llm['concurrency']} (slowed: timeouts/429s)"
         self.tqdm.set_postfix(postfix, refresh=False)
         self.tqdm.refresh()
 

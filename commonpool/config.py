@@ -98,7 +98,13 @@ class SimulationConfig(BaseModel):
     api_base: str | None = Field(None, max_length=500)
     concurrency: int = Field(8, ge=1, le=256)
     budget_usd: float | None = Field(None, gt=0)
-    llm_timeout_s: float = Field(60.0, gt=0, le=3600)
+    llm_timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds a model may take to answer one request")
+    llm_max_tokens: int | None = Field(
+        None, ge=16, le=32_768, description="most tokens of one reply (default: 400 for a participant, 600 for the facilitator)"
+    )
+    structured_output: Literal["auto", "json_schema", "json_object", "off"] = Field(
+        "auto", description="how the reply's shape is asked for: auto sends the protocol's JSON schema where it can"
+    )
     llm_max_retries: int = Field(3, ge=0, le=10)
     temperature: float = Field(0.0, ge=0, le=2)
     on_llm_failure: Literal["fail", "fallback"] = "fail"

@@ -220,7 +220,8 @@ def run_simulation(
                 rounds += 1
                 recorder.end_round(done, accepted)
                 if progress is not None:
-                    progress(RunProgress(run_id, done, target, accepted, rounds, recorder.llm_totals()))
+                    llm = recorder.llm_totals() | (session.limit.state() if session is not None else {})
+                    progress(RunProgress(run_id, done, target, accepted, rounds, llm))
         finally:
             if session is not None:
                 session.close()

@@ -112,17 +112,19 @@ class CallTags:
     participant_id: int | None
 
 
-def build_model_stack(config: SimulationConfig, store_root: Path | None, budget: Budget) -> ChatModel:
+def build_model_stack(config: SimulationConfig, store_root: Path | None, budget: Budget) -> tuple[ChatModel, LimitedModel]:
+    """The layers of llm/__init__.py, and the concurrency layer among them (its state shows in the progress line)."""
     custom = custom_prices(config)
     # LiteLLM's own CPU per call runs in worker processes unless COMMONPOOL_LLM_WORKERS=0 (see llm/workers.py).
     call: type[LiteLLMModel | WorkerModel] = WorkerModel if worker_count() else LiteLLMModel
     model: ChatModel = call(config.api_base, config.llm_timeout_s, custom)
     model = RetryModel(model, config.llm_max_retries)
     model = BudgetModel(model, budget, lambda name: custom or listed_prices(name))
-    model = LimitedModel(model, config.concurrency)
+    limit = LimitedModel(model, config.concurrency)
+    model = limit
     if store_root is not None:
         model = CachedModel(model, ResponseCache(Path(store_root) / "cache" / "llm.sqlite"))
-    return model
+    return model, limit
 
 
 class LLMSession:
@@ -140,7 +142,7 @@ class LLMSession:
         self.config = config
         self.population = population
         self.budget = Budget(config.budget_usd, spent_usd)
-        self.model = build_model_stack(config, store_root, self.budget)
+        self.model, self.limit = build_model_stack(config, store_root, self.budget)
         self.loop = BackgroundLoop()
         self.memory = TradeMemory(population.size)
         # (turn, exchange_id, attempt order) -> row; call ids are given at drain_calls, in that order.
@@ -187,6 +189,7 @@ class LLMSession:
                     "cached": record.cached,
                     "attempt": record.attempt,
                     "error": record.error,
+                    "finish_reason": record.finish_reason,
                 }
                 self.rows.append(((tags.turn, tags.exchange_id, k), row))
         fatal = next((a.fatal for a in answers if a.fatal is not None), None)
@@ -214,13 +217,16 @@ class LLMSession:
             for repairing in (False, True):
                 request = ChatRequest(
                     model=model, messages=messages, schema=schema_of(schema), schema_name=schema.__name__,
-                    temperature=self.config.temperature, max_tokens=max_tokens,
+                    temperature=self.config.temperature, max_tokens=self.config.llm_max_tokens or max_tokens,
+                    structured_output=self.config.structured_output,
                 )
                 reply = await self.model.complete(request, log)
                 try:
                     return Answer(check(reply.text), None, log)
                 except ReplyError as exc:
                     problem = scrub(str(exc))[:MAX_PROBLEM_CHARS]
+                    if reply.record.finish_reason == "length":
+                        problem = f"the answer was cut off at {request.max_tokens} tokens (--llm-max-tokens); {problem}"
                     reply.record.error = f"invalid reply: {problem}"
                     if repairing:
                         return Answer(None, f"invalid reply after a repair request: {problem}", log)

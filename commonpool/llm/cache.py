@@ -27,6 +27,8 @@ def cache_key(request: ChatRequest) -> str:
         "temperature": request.temperature,
         "max_tokens": request.max_tokens,
     }
+    if request.structured_output != "auto":  # so the keys of runs made before the setting existed still match
+        material["structured_output"] = request.structured_output
     return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -41,21 +43,25 @@ class ResponseCache:
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, text TEXT, "
             "prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, created REAL)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "finish_reason" not in columns:  # a cache written before finish_reason was kept
+            self._db.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT")
         self._db.commit()
 
-    def get(self, key: str) -> tuple[str, int, int] | None:
+    def get(self, key: str) -> tuple[str, int, int, str | None] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT text, prompt_tokens, completion_tokens FROM responses WHERE key = ?", (key,)
+                "SELECT text, prompt_tokens, completion_tokens, finish_reason FROM responses WHERE key = ?", (key,)
             ).fetchone()
-        return None if row is None else (row[0], int(row[1]), int(row[2]))
+        return None if row is None else (row[0], int(row[1]), int(row[2]), row[3])
 
     def put(self, key: str, model: str, reply: Reply) -> None:
         r = reply.record
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, model, reply.text, r.prompt_tokens, r.completion_tokens, r.cost_usd, time.time()),
+                "INSERT OR REPLACE INTO responses (key, model, text, prompt_tokens, completion_tokens, cost_usd, created, "
+                "finish_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, model, reply.text, r.prompt_tokens, r.completion_tokens, r.cost_usd, time.time(), r.finish_reason),
             )
             self._db.commit()
 
@@ -74,7 +80,7 @@ class CachedModel:
         started = time.perf_counter()
         hit = self.cache.get(key)
         if hit is not None:
-            text, prompt_tokens, completion_tokens = hit
+            text, prompt_tokens, completion_tokens, finish_reason = hit
             record = CallRecord(
                 model=request.model,
                 prompt_tokens=prompt_tokens,
@@ -83,6 +89,7 @@ class CachedModel:
                 latency_ms=(time.perf_counter() - started) * 1000,
                 cached=True,
                 attempt=attempt,
+                finish_reason=finish_reason,
             )
             log.append(record)
             return Reply(text=text, record=record)

@@ -18,6 +18,8 @@ class ChatRequest:
     schema_name: str = "reply"
     temperature: float = 0.0
     max_tokens: int = 400
+    # How the reply's shape is asked for: auto, json_schema, json_object or off (--structured-output).
+    structured_output: str = "auto"
 
     def openai_messages(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -35,6 +37,8 @@ class CallRecord:
     cached: bool = False
     attempt: int = 1
     error: str | None = None
+    finish_reason: str | None = None  # why the reply ended: stop, length (cut at max_tokens)...
+    congestion: bool = False  # a timeout or 429: the server has more requests than it can take (limit.py)
 
 
 @dataclass

@@ -18,6 +18,9 @@ from commonpool.llm.settings import api_key_for
 # that ignores it; LiteLLM's Timeout is the one that normally fires.
 TIMEOUT_GRACE_S = 5.0
 MAX_ERROR_CHARS = 500
+STRUCTURED_OUTPUTS = ("auto", "json_schema", "json_object", "off")
+# What auto asks an --api-base server for, most constrained first (None: the prompt alone).
+FORMAT_LADDER: tuple[str | None, ...] = ("json_schema", "json_object", None)
 # How the SDKs word a key that was never given: LiteLLM passes these on as a 500 or a 400,
 # which would otherwise be retried or taken for a bad request.
 MISSING_KEY_WORDS = ("Missing credentials", "Missing API Key", "api_key client option must be set")
@@ -51,6 +54,8 @@ class LiteLLMModel:
         self.prices = prices
         self._schema_support: dict[str, bool] = {}
         self._listed: dict[str, bool] = {}
+        # auto on an --api-base server: per model, how far down FORMAT_LADDER its refusals have sent us.
+        self._server_format: dict[str, int] = {}
 
     def listed(self, model: str) -> bool:
         """Whether LiteLLM's price list knows the model."""
@@ -67,7 +72,41 @@ class LiteLLMModel:
                 self._schema_support[model] = False
         return self._schema_support[model]
 
+    def formats(self, request: ChatRequest) -> list[str | None]:
+        """The response_format types to try, in order (None: ask in the prompt only).
+
+        auto sends the schema where LiteLLM knows the model takes one, and to an
+        --api-base server (llama.cpp, vLLM, Ollama and LM Studio constrain their
+        output to it), which LiteLLM cannot know about; a server that refuses it is
+        asked for a JSON object, then for nothing, and the answer is remembered.
+        """
+        mode = request.structured_output
+        if request.schema is None or mode == "off":
+            return [None]
+        if mode in ("json_schema", "json_object"):
+            return [mode]
+        if self.supports_schema(request.model):
+            return ["json_schema"]
+        if not self.api_base:
+            return [None]
+        return list(FORMAT_LADDER[self._server_format.get(request.model, 0):])
+
     async def complete(self, request: ChatRequest, log: list[CallRecord], attempt: int = 1) -> Reply:
+        formats = self.formats(request)
+        for k, response_format in enumerate(formats):
+            try:
+                reply = await self._send(request, response_format, log, attempt)
+            except RequestError as error:
+                if response_format is None or k == len(formats) - 1:
+                    raise
+                log[-1].error = f"{error} (the server refused response_format {response_format}; trying {formats[k + 1] or 'none'})"
+                continue
+            if k and request.structured_output == "auto":
+                self._server_format[request.model] = FORMAT_LADDER.index(response_format)
+            return reply
+        raise AssertionError("unreachable: the last format returns or raises")
+
+    async def _send(self, request: ChatRequest, response_format: str | None, log: list[CallRecord], attempt: int) -> Reply:
         litellm = import_litellm()
         record = CallRecord(model=request.model, attempt=attempt)
         log.append(record)
@@ -84,11 +123,13 @@ class LiteLLMModel:
         api_key = api_key_for(request.model, self.api_base)
         if api_key:
             kwargs["api_key"] = api_key
-        if request.schema is not None and self.supports_schema(request.model):
+        if response_format == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": request.schema_name, "schema": request.schema},
             }
+        elif response_format == "json_object":
+            kwargs["response_format"] = {"type": "json_object"}
         priced = self.prices is not None or self.listed(request.model)
         if self.prices is not None:
             kwargs["input_cost_per_token"] = self.prices.prompt_per_token
@@ -102,6 +143,7 @@ class LiteLLMModel:
             record.latency_ms = (time.perf_counter() - started) * 1000
             error = classify(exc)
             record.error = str(error)
+            record.congestion = isinstance(exc, asyncio.TimeoutError | litellm.Timeout | litellm.RateLimitError)
             raise error from None
         record.latency_ms = (time.perf_counter() - started) * 1000
         usage = getattr(response, "usage", None)
@@ -111,6 +153,7 @@ class LiteLLMModel:
         record.cost_usd = float(cost) if cost is not None and priced else None  # type: ignore[assignment]
         choices = getattr(response, "choices", None) or []
         text = (choices[0].message.content if choices else None) or ""
+        record.finish_reason = (getattr(choices[0], "finish_reason", None) or None) if choices else None
         return Reply(text=text, record=record)
 
 

@@ -92,11 +92,11 @@ def serve(conn: Connection) -> None:
         result: tuple[Any, ...]
         try:
             reply = await models[key].complete(request, log, attempt)
-            result = ("ok", reply.text, reply.record)
+            result = ("ok", reply.text, log)  # every request it made (a refused response_format, then the answer)
         except LLMError as exc:
-            result = (type(exc).__name__, str(exc), getattr(exc, "retry_after", None), log[-1] if log else None)
+            result = (type(exc).__name__, str(exc), getattr(exc, "retry_after", None), log)
         except Exception as exc:  # a fault of ours, not the provider's: the run should stop and say so
-            result = ("FatalError", scrub(f"{type(exc).__name__}: {exc}")[:500], None, log[-1] if log else None)
+            result = ("FatalError", scrub(f"{type(exc).__name__}: {exc}")[:500], None, log)
         conn.send((call_id, result))
 
     def read() -> None:
@@ -352,16 +352,19 @@ class WorkerModel:
         try:
             result = await asyncio.wait_for(self.pool.call(self.api_base, self.timeout_s, self.prices, request, attempt), bound)
         except asyncio.TimeoutError:
-            result = ("TransientError", f"no answer from the LLM worker within {bound:.0f} s", None, None)
+            result = ("TransientError", f"no answer from the LLM worker within {bound:.0f} s", None,
+                      [CallRecord(model=request.model, attempt=attempt, congestion=True)])
         if result[0] == "ok":
-            _, text, record = result
-            log.append(record)
-            return Reply(text=text, record=record)
-        kind, message, retry_after, record = result
-        record = record or CallRecord(model=request.model, attempt=attempt)
+            _, text, records = result
+            log.extend(records)
+            return Reply(text=text, record=records[-1])
+        kind, message, retry_after, records = result
+        records = records or [CallRecord(model=request.model, attempt=attempt)]
         message = scrub(message)  # again, with this process's secrets (the worker's may be older)
-        record.error = message
-        log.append(record)
+        for record in records[:-1]:
+            record.error = scrub(record.error or "") or None
+        records[-1].error = message
+        log.extend(records)
         error = ERRORS.get(kind, FatalError)(message)
         if retry_after is not None and isinstance(error, TransientError):
             error.retry_after = retry_after  # type: ignore[attr-defined]

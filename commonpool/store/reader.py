@@ -31,7 +31,7 @@ import pyarrow as pa
 from commonpool.store import _proc, manifest
 from commonpool.store.errors import RunNotFoundError, SweepNotFoundError
 from commonpool.store.manifest import SAFE_ID, Committed, ManifestError, TableFiles
-from commonpool.store.schema import RUN_STATUSES, RUNS, SWEEP_STATUSES, SWEEPS, TABLES
+from commonpool.store.schema import ADDED_COLUMNS, RUN_STATUSES, RUNS, SWEEP_STATUSES, SWEEPS, TABLES
 from commonpool.store.trash import collect_garbage
 
 # DuckDB types of the schema's Arrow types, for the empty views of tables that
@@ -289,8 +289,8 @@ def _scan_sweep(sweep_dir: Path) -> tuple[SweepInfo, dict[str, Any]] | None:
     return info, _row(meta, _SWEEP_FIELDS, "sweep_id", name, status)
 
 
-def _read_parquet(files: Sequence[str | Path]) -> str:
-    return "read_parquet([" + ", ".join(sql_string(str(f)) for f in files) + "])"
+def _read_parquet(files: Sequence[str | Path], by_name: bool = False) -> str:
+    return "read_parquet([" + ", ".join(sql_string(str(f)) for f in files) + "]" + (", union_by_name = true" if by_name else "") + ")"
 
 
 def _in_list(ids: Sequence[str]) -> str:
@@ -305,6 +305,7 @@ def _source_sql(table: str, runs: Sequence[_Run], packs: dict[str, _Pack], restr
     original id, so its rows are relabelled), never as a second copy of the
     original. Only copies pay for the relabelling.
     """
+    by_name = table in ADDED_COLUMNS
     plain: list[str] = []
     selects: list[str] = []
     packed: dict[str, list[_Run]] = {}
@@ -319,14 +320,14 @@ def _source_sql(table: str, runs: Sequence[_Run], packs: dict[str, _Pack], restr
             if run.recorded_id == run.info.run_id:
                 plain.extend(files)
             else:
-                selects.append(f"SELECT * REPLACE ({sql_string(run.info.run_id)} AS run_id) FROM {_read_parquet(files)}")
+                selects.append(f"SELECT * REPLACE ({sql_string(run.info.run_id)} AS run_id) FROM {_read_parquet(files, by_name)}")
     if plain:
-        selects.insert(0, f"SELECT * FROM {_read_parquet(plain)}")
+        selects.insert(0, f"SELECT * FROM {_read_parquet(plain, by_name)}")
     for pack_id, members in packed.items():
         pack = packs[pack_id]
         if table not in pack.files:
             continue
-        source = _read_parquet([pack.files[table]])
+        source = _read_parquet([pack.files[table]], by_name)
         originals = [r.info.run_id for r in members if r.recorded_id == r.info.run_id]
         if originals:
             # A pack is read once for all its runs; filtered only when some of its
@@ -338,12 +339,17 @@ def _source_sql(table: str, runs: Sequence[_Run], packs: dict[str, _Pack], restr
                 f"SELECT * REPLACE ({sql_string(copy.info.run_id)} AS run_id) FROM {source}"
                 f" WHERE run_id = {sql_string(copy.recorded_id or '')}"
             )
-    if selects:
-        return "(" + " UNION ALL ".join(selects) + ")"
     columns = ", ".join(
         f'CAST(NULL AS {_DUCKDB_TYPES[field.type]}) AS "{field.name}"' for field in TABLES[table]
     )
-    return f"(SELECT {columns} WHERE false)"
+    empty = f"(SELECT {columns} WHERE false)"
+    if selects and by_name:
+        # The empty typed select supplies columns no file has yet, and the outer one the schema's order.
+        names = ", ".join(f'"{name}"' for name in TABLES[table].names)
+        return f"(SELECT {names} FROM (" + " UNION ALL BY NAME ".join([*selects, f"SELECT * FROM {empty}"]) + "))"
+    if selects:
+        return "(" + " UNION ALL ".join(selects) + ")"
+    return empty
 
 
 def _table_from_rows(con: duckdb.DuckDBPyConnection, name: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:

@@ -140,6 +140,7 @@ TABLES: dict[str, pa.Schema] = {
             ("cached", pa.bool_()),
             ("attempt", pa.int16()),
             ("error", pa.string()),
+            ("finish_reason", pa.string()),  # why the reply ended (stop, length...); NULL without a reply
         ]
     ),
     # Outcome metrics of a run, computed once by metrics.run_metrics when the run
@@ -154,6 +155,10 @@ TABLES: dict[str, pa.Schema] = {
         ]
     ),
 }
+
+# Columns added to a table after runs had been stored without them. Such a table is
+# read by column name, so an older run's rows read NULL there.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"llm_calls": ("finish_reason",)}
 
 OUTCOMES = ("accepted", "rejected", "no_deal", "invalid", "error")
 # How every chart, filter and table names an outcome: the stored word, and what it
