@@ -336,8 +336,11 @@ def test_a_killed_run_resumes_to_completion(fake_llm: FakeLLMServer, tmp_path: P
     assert store.run("killed").status == "interrupted"
     recorded = store.run("killed").meta["exchanges_recorded"]
     assert 9 <= recorded < 30
+    before = store.run("killed").meta["duration_s"]  # as of its last flush
+    assert before > 0
     result = resume_simulation("killed", store)
     assert result.status == "completed" and result.exchanges == 30
+    assert store.run("killed").meta["duration_s"] >= before + result.seconds * 0.9  # both parts, not only the resumed one
     ids = [i for (i,) in rows(store, "SELECT exchange_id FROM exchanges WHERE run_id = ? ORDER BY 1", "killed")]
     assert ids == list(range(1, 31))
     assert_conserved(store, "killed")

@@ -408,7 +408,9 @@ class RunWriter:
             entry["parts_bytes"] += sum(w.size for w in written)
             entry["rows"] += sum(w.rows for w in written)
             tables[table] = entry
-        self._commit(tables)
+        # The time run so far goes with every commit: a run killed between flushes and
+        # resumed later then counts its first part too (reopen starts from it).
+        self._commit(tables, duration_s=round(time.monotonic() - self._started, 3))
 
     def _commit(self, tables: dict[str, dict[str, Any]], **fields: Any) -> None:
         """Put every written file in place, then commit them (and fields) with one run.json replace."""
