@@ -111,7 +111,7 @@ def root(tmp_path_factory) -> Path:
             "call_id": [1, 2], "exchange_id": [1, 1], "turn": [1, 2], "role": ["initiator", "responder"],
             "participant_id": [0, 1], "model": ["fake/m", "fake/m"], "prompt_tokens": [10, 20],
             "completion_tokens": [5, 5], "cost_usd": [0.01, 0.02], "latency_ms": [100.0, 300.0],
-            "cached": [True, False], "attempt": [1, 1], "error": [None, "bad json"],
+            "cached": [True, False], "attempt": [1, 1], "error": [None, "bad json"], "finish_reason": ["stop", "stop"],
         })
     with RunWriter(root, "control", {"seed": 0, "facilitator": "off"}) as writer:
         _community(writer)

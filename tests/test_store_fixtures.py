@@ -119,6 +119,7 @@ def sample_columns(n_exchanges: int, seed: int = 0) -> dict[str, dict[str, Any]]
             "cached": [False],
             "attempt": [1],
             "error": [None],
+            "finish_reason": ["stop"],
         },
         "run_metrics": {
             "metric": ["acceptance_rate", "welfare_change"],
