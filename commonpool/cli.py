@@ -385,6 +385,17 @@ def _start_llm_workers() -> None:
         shared_pool().start()
 
 
+def _note_roster_engines(config: SimulationConfig) -> None:
+    """Say so when --model or --personality-model will not reach roster rows that chose their own engine."""
+    if config.roster is None or not (config.model or config.personality_models):
+        return
+    chosen = [member for member in config.roster if member.brain]
+    if chosen:
+        engines = ", ".join(sorted({str(member.brain) for member in chosen}))
+        print(f"commonpool: note: {len(chosen)} of {len(config.roster)} --roster rows name their own engine in the brain "
+              f"column ({engines}), which wins over --model/--personality-model; leave it blank to use them", file=sys.stderr)
+
+
 def _check_credentials(config: SimulationConfig) -> None:
     """Every model the run names has its key (LiteLLM knows which variable), before anything is written.
 
@@ -399,6 +410,7 @@ def _check_credentials(config: SimulationConfig) -> None:
 
 def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     config = config_from_args(args)
+    _note_roster_engines(config)
     if config.uses_llm():
         _check_llm_workers()
         _start_llm_workers()
@@ -700,7 +712,9 @@ def cmd_roster(args: argparse.Namespace, store_root: Path) -> int:
         fields["personalities"] = parse_mix(args.personalities)
     config = validated(fields)
     population = generate(config, np.random.default_rng(config.seed))
-    specs = population.to_specs()
+    # A blank brain: the run's engine (--personality-model, then --model, else rules) decides, as the
+    # dashboard's generated roster does; writing "rules" here made --model silently do nothing.
+    specs = [spec.model_copy(update={"brain": None}) for spec in population.to_specs()]
     print(roster_to_json(specs) if fmt == "json" else roster_to_csv(specs, population.resources), end="")
     return 0
 

@@ -417,3 +417,36 @@ def test_a_rejected_facilitator_key_fails_the_cli_run(fake_llm: FakeLLMServer, t
                      "--num-participants", "4", "--min-exchanges", "2", "--max-exchanges", "2", "--no-progress"])
     assert code == 1 and "failed" in capsys.readouterr().out
     assert {r.status for r in Store(store).runs()} == {"failed"}
+
+
+def test_model_reaches_the_rows_of_a_generated_roster(
+    fake_llm: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`commonpool roster` wrote brain=rules in every row, and that silently beat --model."""
+    store = tmp_path / "store"
+    assert cli_main(["roster", "--num-participants", "4", "--seed", "2"]) == 0
+    roster = tmp_path / "roster.csv"
+    roster.write_text(capsys.readouterr().out)
+    code = cli_main(["--store", str(store), "run", "--roster", str(roster), "--model", "openai/fake", "--api-base", fake_llm.base_url,
+                     "--simulation-id", "r", "--min-exchanges", "2", "--max-exchanges", "2", "--no-progress"])
+    assert code == 0 and "note:" not in capsys.readouterr().err
+    assert rows(Store(store), "SELECT DISTINCT brain FROM participants WHERE run_id = ?", "r") == [("openai/fake",)]
+
+
+def test_a_roster_row_that_chose_its_engine_keeps_it_and_the_cli_says_so(
+    fake_llm: FakeLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    assert cli_main(["roster", "--num-participants", "4", "--seed", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split(",")
+    first = lines[1].split(",")
+    first[header.index("brain")] = "rules"
+    roster = tmp_path / "roster.csv"
+    roster.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
+    code = cli_main(["--store", str(store), "run", "--roster", str(roster), "--model", "openai/fake", "--api-base", fake_llm.base_url,
+                     "--simulation-id", "r", "--min-exchanges", "2", "--max-exchanges", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0 and "note: 1 of 4 --roster rows name their own engine in the brain column (rules)" in err
+    brains = [b for (b,) in rows(Store(store), "SELECT brain FROM participants WHERE run_id = ? ORDER BY participant_id", "r")]
+    assert brains == ["rules", "openai/fake", "openai/fake", "openai/fake"]
