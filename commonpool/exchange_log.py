@@ -79,7 +79,7 @@ class Transcript:
 
     exchange: dict[str, Any]  # the exchange's row, with names and personalities
     turns: pd.DataFrame  # turn, speaker, speaker_personality, role, action, swap columns, message, source, fallback_reason
-    advice: dict[str, Any] | None  # the facilitator's suggested swap and note; None when it was off
+    advice: dict[str, Any] | None  # the facilitator's suggested swap, note, source and fallback_reason; None when it was off
     valuations: pd.DataFrame  # resource, valuation (empty without a facilitator)
 
 
@@ -116,6 +116,14 @@ def transcript(con: duckdb.DuckDBPyConnection, run_id: str, exchange_id: int) ->
     if advice.empty:
         return Transcript(found.iloc[0].to_dict(), turns, None, pd.DataFrame({"resource": [], "valuation": []}))
     row = advice.iloc[0].to_dict()
+    row["fallback_reason"] = None
+    if row["source"] == "fallback":
+        # The advice table keeps only that it fell back; why is the facilitator's last call's error.
+        row["fallback_reason"] = con.execute(
+            """SELECT arg_max(error, call_id) FROM llm_calls
+               WHERE run_id = $run_id AND exchange_id = $exchange_id AND role = 'facilitator'""",
+            {"run_id": run_id, "exchange_id": exchange_id},
+        ).fetchone()[0]
     valuations = row.pop("valuations") or {}
     table = pd.DataFrame({"resource": list(valuations), "valuation": list(valuations.values())})
     return Transcript(found.iloc[0].to_dict(), turns, row, table)

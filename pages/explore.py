@@ -237,6 +237,10 @@ with tabs[7]:
                 a = t.advice
                 with st.chat_message("facilitator", avatar=":material/balance:"):
                     st.caption("Facilitator (advice, not binding)")
+                    if a["source"] == "fallback":
+                        why = f": {a['fallback_reason']}" if a["fallback_reason"] else ""
+                        st.caption(plain(f"The facilitator's model gave no usable advice, so this is the rules "
+                                         f"facilitator's{why}"))
                     st.text(a["note"] or "")
                     suggested = swap_text(a["initiator_gives"], a["initiator_gives_qty"], a["responder_gives"],
                                           a["responder_gives_qty"])

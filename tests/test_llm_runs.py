@@ -450,3 +450,18 @@ def test_a_roster_row_that_chose_its_engine_keeps_it_and_the_cli_says_so(
     assert code == 0 and "note: 1 of 4 --roster rows name their own engine in the brain column (rules)" in err
     brains = [b for (b,) in rows(Store(store), "SELECT brain FROM participants WHERE run_id = ? ORDER BY participant_id", "r")]
     assert brains == ["rules", "openai/fake", "openai/fake", "openai/fake"]
+
+
+def test_the_drill_down_says_when_the_facilitators_advice_was_a_fallback(fake_llm: FakeLLMServer, store: Store) -> None:
+    from pages_support import app, texts
+
+    from commonpool.exchange_log import transcript
+
+    result = llm_run(fake_llm, store, model=None, facilitator_model="openai/fake-invalid_json")
+    advice = transcript(store.connect(), result.run_id, 1).advice
+    assert advice is not None and advice["source"] == "fallback" and "no JSON object" in advice["fallback_reason"]
+    at = app("pages/explore.py", {"run": result.run_id, "tab": "Exchange log"})
+    captions = [c.value.replace("\\", "") for c in at.caption]  # plain() escapes markdown
+    assert any(c.startswith("The facilitator's model gave no usable advice, so this is the rules facilitator's: ")
+               and "no JSON object" in c for c in captions), captions
+    assert advice["note"] in texts(at)  # the rules facilitator's own note stands in
