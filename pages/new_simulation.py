@@ -257,6 +257,14 @@ if uses_llm:
             slot(name)
         if price is not None:
             fields[name] = price
+    t1, _, _ = st.columns(3)
+    with t1:
+        fields["llm_timeout_s"] = st.number_input(
+            "LLM timeout (s)", value=60.0, min_value=0.0, step=10.0, key="llm_timeout_s",
+            help="Seconds a model may take to answer one request (0-3600). A local server with few slots needs more; "
+                 "timeouts also lower the requests in flight.",
+        )
+        slot("llm_timeout_s")
     if served:
         fields["api_base"] = served
 

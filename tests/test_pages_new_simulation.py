@@ -297,3 +297,13 @@ def test_a_utf16_roster_upload_says_what_the_file_is(store: Store) -> None:
     at.run()
     no_exceptions(at)
     assert any("UTF-16" in unescaped(e.value) and "save it as UTF-8" in unescaped(e.value) for e in at.error)
+
+
+def test_the_llm_timeout_is_set_in_the_form_and_checked_beside_it(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = local_server_page(monkeypatch)
+    at.selectbox(key="model").set_value("openai/tiny").run()
+    at.number_input(key="llm_timeout_s").set_value(240.0).run()
+    assert SimulationConfig.model_validate(config_shown(at)).llm_timeout_s == 240.0
+    at.number_input(key="llm_timeout_s").set_value(0.0).run()
+    assert run_button(at).disabled
+    assert any("llm_timeout_s" in unescaped(e.value) or "LLM timeout" in unescaped(e.value) for e in at.error), [e.value for e in at.error]
