@@ -83,10 +83,7 @@ with st.expander("Every summary figure"):
     summary_table = pd.DataFrame({"figure": list(s), "value": [str(v) for v in s.values()]})
     show_table(summary_table, f"{run_id}-summary", "dl_summary")
 
-tabs = st.tabs(["Activity", "Holdings", "Prices", "Network", "Personalities", "Inequality", "Facilitator",
-                "Exchange log"])
-
-with tabs[0]:
+def activity_tab() -> None:
     activity = m("activity", windows=20)
     st.altair_chart(charts.activity_chart(activity), width="stretch")
     by_turn = m("agreement_by_turn")
@@ -95,7 +92,8 @@ with tabs[0]:
         show_table(activity, f"{run_id}-activity", "dl_activity")
         show_table(by_turn, f"{run_id}-agreement-by-turn", "dl_by_turn")
 
-with tabs[1]:
+
+def holdings_tab() -> None:
     holdings = m("holdings_over_time", windows=20)
     columns = st.columns(2)
     for i, chart in enumerate(charts.holdings_charts(holdings)):
@@ -103,7 +101,8 @@ with tabs[1]:
     with st.expander("Data"):
         show_table(holdings, f"{run_id}-holdings-over-time", "dl_holdings")
 
-with tabs[2]:
+
+def prices_tab() -> None:
     dispersion = m("price_dispersion", windows=10)
     st.altair_chart(charts.rates_chart(dispersion), width="stretch")
     st.altair_chart(charts.spread_chart(dispersion), width="stretch")
@@ -139,7 +138,8 @@ with tabs[2]:
         show_table(dispersion, f"{run_id}-price-dispersion", "dl_dispersion")
         show_table(mrs, f"{run_id}-mrs-dispersion", "dl_mrs_dispersion")
 
-with tabs[3]:
+
+def network_tab() -> None:
     nodes = m("network_nodes")
     # Only the pairs the drawing can show leave the database: a large community is drawn as its
     # busiest members, and a 1,000,000-exchange run met in some 400,000 pairs.
@@ -170,7 +170,8 @@ with tabs[3]:
                   f"{run_id}-network-edges", "dl_edges")
         show_table(m("pairing_matrix"), f"{run_id}-pairing-matrix", "dl_pairing")
 
-with tabs[4]:
+
+def personalities_tab() -> None:
     by_personality = m("by_personality")
     st.markdown("**Outcomes by personality**")
     columns = st.columns(2)
@@ -178,7 +179,8 @@ with tabs[4]:
         columns[i % 2].altair_chart(chart, width="stretch")
     show_table(by_personality, f"{run_id}-by-personality", "dl_by_personality")
 
-with tabs[5]:
+
+def inequality_tab() -> None:
     left, right = st.columns(2)
     left.altair_chart(charts.lorenz_chart(m("lorenz", quantity="holdings"), "Lorenz curve of holdings value"),
                       width="stretch")
@@ -187,7 +189,8 @@ with tabs[5]:
     with st.expander("Needs met per participant"):
         show_table(needs, f"{run_id}-need-fulfilment", "dl_needs")
 
-with tabs[6]:
+
+def facilitator_tab() -> None:
     if info.meta.get("facilitator") == "off":
         st.info("This is a control run: the facilitator was off, so there is no advice to follow.")
     else:
@@ -201,7 +204,8 @@ with tabs[6]:
         st.subheader("LLM cost")
         show_table(m("cost"), f"{run_id}-cost", "dl_cost")
 
-with tabs[7]:
+
+def exchange_log_tab() -> None:
     people = m("network_nodes")
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     outcomes = c1.multiselect("Outcome", list(OUTCOMES), key="log_outcomes", format_func=OUTCOME_LABELS.get)
@@ -256,3 +260,14 @@ with tabs[7]:
                         st.caption(plain(f"Fell back to the rules brain: {turn.fallback_reason}"))
             st.text(ending_text(e))
             downloads(t.turns, f"{run_id}-exchange-{exchange_id}", "dl_transcript")
+
+
+# Only the chosen tab is computed and drawn (the tab is kept in the URL, ?tab=Prices): drawing all
+# eight at once took 13 s in a browser on a 1,000,000-exchange run, most of it tabs nobody had opened.
+SECTIONS = {"Activity": activity_tab, "Holdings": holdings_tab, "Prices": prices_tab, "Network": network_tab,
+            "Personalities": personalities_tab, "Inequality": inequality_tab, "Facilitator": facilitator_tab,
+            "Exchange log": exchange_log_tab}
+for tab, draw in zip(st.tabs(list(SECTIONS), key="tab", bind="query-params"), SECTIONS.values()):
+    if tab.open:
+        with tab:
+            draw()

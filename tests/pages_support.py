@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -32,6 +32,23 @@ def app(page: str | None = None, query: dict[str, str] | None = None) -> AppTest
             at.query_params.update(query)
         at.switch_page(page).run()
     return at
+
+
+EXPLORE_TABS = ("Activity", "Holdings", "Prices", "Network", "Personalities", "Inequality", "Facilitator",
+                "Exchange log")
+
+
+def every_explore_tab(run_id: str) -> Iterator[tuple[str, AppTest]]:
+    """Explore of run_id with each tab chosen in turn (only the chosen tab is drawn), as a person clicks them.
+
+    A click on a tab puts it in the URL (?tab=Prices), so the tab is chosen there.
+    """
+    at = app("pages/explore.py", {"run": run_id})
+    for tab in EXPLORE_TABS:
+        if tab != EXPLORE_TABS[0]:
+            at.query_params["tab"] = tab
+            at.run()
+        yield tab, at
 
 
 def nodes(block: Block, kind: str) -> list[Node]:

@@ -6,7 +6,7 @@ import re
 
 from commonpool import ParticipantSpec, metrics
 from commonpool.store import Store
-from pages_support import app, no_exceptions, nodes, small_run, texts
+from pages_support import EXPLORE_TABS, app, every_explore_tab, no_exceptions, nodes, small_run, texts
 
 CHART_TITLES = {
     "Activity and acceptance over the run",
@@ -31,23 +31,36 @@ CHART_TITLES = {
 }
 
 
-def chart_titles(at) -> set[str]:  # noqa: ANN001
+def chart_specs(at) -> list[dict]:  # noqa: ANN001
     import json
 
+    return [json.loads(chart.proto.spec) for chart in nodes(at.main, "vega_lite_chart")]
+
+
+def chart_titles(at) -> set[str]:  # noqa: ANN001
     titles = set()
-    for chart in nodes(at.main, "vega_lite_chart"):
-        spec = json.loads(chart.proto.spec)
+    for spec in chart_specs(at):
         title = spec.get("title")
         titles.add(title if isinstance(title, str) else title["text"] if title else "")
     return titles
 
 
-def test_every_single_chart_follows_its_column_and_keeps_its_legend_below_its_height(store: Store) -> None:
-    import json
-
+def test_only_the_chosen_tab_is_computed_and_the_url_names_it(store: Store) -> None:
     run_id = small_run(store)
     at = app("pages/explore.py", {"run": run_id})
-    specs = [json.loads(c.proto.spec) for c in nodes(at.main, "vega_lite_chart")]
+    no_exceptions(at)
+    assert [t.label for t in at.tabs] == list(EXPLORE_TABS)
+    assert chart_titles(at) == {"Activity and acceptance over the run", "Turns to the end of a negotiation"}
+    assert not any(m.label == "Allocative efficiency" for m in at.metric)
+    prices = app("pages/explore.py", {"run": run_id, "tab": "Prices"})
+    no_exceptions(prices)
+    assert "Exchange rates of the 8 busiest pairs" in chart_titles(prices)
+    assert "Activity and acceptance over the run" not in chart_titles(prices)
+
+
+def test_every_single_chart_follows_its_column_and_keeps_its_legend_below_its_height(store: Store) -> None:
+    run_id = small_run(store)
+    specs = [spec for _, at in every_explore_tab(run_id) for spec in chart_specs(at)]
     single = [s for s in specs if not any(k in s for k in ("facet", "hconcat", "vconcat", "concat"))]
     assert len(single) >= 14
     # fit-x: the width follows the column; the title, axes and legend are added to the height asked
@@ -59,15 +72,18 @@ def test_every_single_chart_follows_its_column_and_keeps_its_legend_below_its_he
 
 def test_explore_renders_every_chart_and_the_headline_figures(store: Store) -> None:
     run_id = small_run(store)
-    at = app("pages/explore.py", {"run": run_id})
-    no_exceptions(at)
-    assert chart_titles(at) == CHART_TITLES
+    titles: set[str] = set()
+    headline: dict[str, str] = {}
+    for _, at in every_explore_tab(run_id):
+        no_exceptions(at)
+        titles |= chart_titles(at)
+        headline |= {m.label: m.value for m in at.metric}
+    assert titles == CHART_TITLES
     s = metrics.summary(store.connect(), run_id)
-    headline = {m.label: m.value for m in at.metric}
     assert headline["Acceptance rate"] == f"{s['acceptance_rate']:.1%}"
     assert headline["Needs met"] == f"{s['need_fulfilment_final']:.1%}"
     # A change of a share is in percentage points, not a percentage of it.
-    needs = next(m for m in at.metric if m.label == "Needs met")
+    needs = next(m for m in app("pages/explore.py", {"run": run_id}).metric if m.label == "Needs met")
     points = (s["need_fulfilment_final"] - s["need_fulfilment_initial"]) * 100
     assert needs.delta == f"{points:+.1f} pp"
     assert {"Welfare change", "Gini of holdings", "Gini of utility", "Anchoring"} <= set(headline)
@@ -78,35 +94,34 @@ def test_explore_renders_every_chart_and_the_headline_figures(store: Store) -> N
 
 def test_every_table_shown_has_csv_and_parquet_downloads(store: Store) -> None:
     run_id = small_run(store)
-    at = app("pages/explore.py", {"run": run_id})
-    labels = [d.label for d in at.download_button]
-    assert labels.count("CSV") == labels.count("Parquet") >= len(at.dataframe) - 1  # the valuations sit in a transcript
+    for tab, at in every_explore_tab(run_id):
+        labels = [d.label for d in at.download_button]
+        tables = len(at.dataframe) - (tab == "Exchange log")  # the valuations sit in a transcript
+        assert labels.count("CSV") == labels.count("Parquet") >= tables, tab
 
 
 def test_a_control_run_says_there_was_no_facilitator(store: Store) -> None:
     run_id = small_run(store, facilitator=False)
-    at = app("pages/explore.py", {"run": run_id})
+    at = app("pages/explore.py", {"run": run_id, "tab": "Facilitator"})
     no_exceptions(at)
     assert any("facilitator was off" in i.value for i in at.info)
     assert "Facilitator adherence: agreed vs suggested" not in chart_titles(at)
 
 
 def test_the_outcome_filter_names_outcomes_like_the_turns_chart(store: Store) -> None:
-    import json
-
     from commonpool.store.schema import OUTCOME_LABELS
 
     run_id = small_run(store)
     at = app("pages/explore.py", {"run": run_id})
+    turns = next(s for s in chart_specs(at) if s.get("title") == "Turns to the end of a negotiation")
+    at = app("pages/explore.py", {"run": run_id, "tab": "Exchange log"})
     assert at.multiselect(key="log_outcomes").options == list(OUTCOME_LABELS.values())
-    turns = next(json.loads(c.proto.spec) for c in nodes(at.main, "vega_lite_chart")
-                 if json.loads(c.proto.spec).get("title") == "Turns to the end of a negotiation")
     assert turns["encoding"]["color"]["scale"]["domain"] == list(OUTCOME_LABELS.values())
 
 
 def test_the_log_is_filtered_and_paged_in_the_database(store: Store) -> None:
     run_id = small_run(store)
-    at = app("pages/explore.py", {"run": run_id})
+    at = app("pages/explore.py", {"run": run_id, "tab": "Exchange log"})
     at.multiselect(key="log_outcomes").set_value(["accepted"]).run()
     accepted = store.connect().execute(
         f"SELECT count(*) FROM exchanges WHERE run_id = '{run_id}' AND outcome = 'accepted'").fetchone()[0]
@@ -120,7 +135,7 @@ def test_the_log_is_filtered_and_paged_in_the_database(store: Store) -> None:
 
 def test_the_drill_down_reads_one_exchange_as_a_conversation(store: Store) -> None:
     run_id = small_run(store)
-    at = app("pages/explore.py", {"run": run_id})
+    at = app("pages/explore.py", {"run": run_id, "tab": "Exchange log"})
     first = at.selectbox(key="log_exchange").options[0]
     assert first.startswith("#1 · ")
     con = store.connect()
@@ -143,11 +158,13 @@ def test_names_and_notes_from_users_are_shown_as_text_not_markup(store: Store) -
     ]
     run_id = small_run(store, num_participants=2, resources=resources, roster=roster, min_exchanges=5,
                        max_exchanges=5)
-    at = app("pages/explore.py", {"run": run_id})
-    no_exceptions(at)
-    assert any(sly in t for t in texts(at))
-    rendered = [m.value for m in at.markdown] + [c.value for c in at.caption] + [h.value for h in at.subheader]
+    shown, rendered = [], []
+    for _, at in every_explore_tab(run_id):
+        no_exceptions(at)
+        assert not at.get("html")
+        shown += texts(at)
+        rendered += [m.value for m in at.markdown] + [c.value for c in at.caption] + [h.value for h in at.subheader]
+    assert any(sly in t for t in shown)
     mentions = [r for r in rendered if "Eve" in r]
     # Where a name reaches a Markdown element, every markup character in it is escaped.
     assert mentions and not any(re.search(r"(?<!\\)[<>*\[\]():]", r.split(" · ")[1]) for r in mentions)
-    assert not at.get("html")

@@ -355,13 +355,15 @@ def test_the_cli_lists_queries_and_exports_beside_damaged_runs(tmp_path: Path, c
 
 
 def test_dashboard_pages_work_beside_damaged_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pages_support import app, no_exceptions
+    from pages_support import app, every_explore_tab, no_exceptions
 
     damaged_store(tmp_path / "store")
     monkeypatch.setenv("COMMONPOOL_STORE", str(tmp_path / "store"))
-    for page, query in (("pages/explore.py", {"run": "ok2"}), ("pages/explore.py", {"run": "text_seed"}),
-                        ("pages/compare.py", {}), ("pages/sql.py", {}), ("pages/running.py", {})):
-        no_exceptions(app(page, query))
+    for run_id in ("ok2", "text_seed"):
+        for _, at in every_explore_tab(run_id):
+            no_exceptions(at)
+    for page in ("pages/compare.py", "pages/sql.py", "pages/running.py"):
+        no_exceptions(app(page))
 
 
 # --- 4. a writer killed mid-flush -------------------------------------------------------------------------------
