@@ -34,8 +34,12 @@ class MarketHistory:
         self.meetings = np.zeros(n_participants, dtype=np.int64)
 
     def typical_rate(self, res_a: np.ndarray, res_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Geometric-mean units of a given per unit of b in past trades, and how many trades (0: NaN)."""
-        count = self.rate_trades[res_a, res_b]
+        """Geometric-mean units of a given per unit of b in past trades, and how many trades (0: NaN).
+
+        A negative resource (advice without a swap) has no trades.
+        """
+        known = (res_a >= 0) & (res_b >= 0)
+        count = np.where(known, self.rate_trades[res_a, res_b], 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = np.exp(self.log_rate_sum[res_a, res_b] / count)
         return np.where(count > 0, rate, np.nan), count

@@ -665,7 +665,7 @@ WITH agreed AS (
            e.initiator_gives = a.initiator_gives AND e.responder_gives = a.responder_gives AS same_resources,
            e.initiator_gives_qty = a.initiator_gives_qty AND e.responder_gives_qty = a.responder_gives_qty AS same_units
     FROM exchanges AS e JOIN advice AS a ON a.run_id = e.run_id AND a.exchange_id = e.exchange_id
-    WHERE e.{runs} AND e.outcome = 'accepted'
+    WHERE e.{runs} AND e.outcome = 'accepted' AND a.initiator_gives IS NOT NULL
 )
 SELECT exchange_id, suggested_log_rate, agreed_log_rate, same_resources,
        CASE WHEN same_resources THEN abs(agreed_log_rate - suggested_log_rate) END AS distance,
@@ -675,7 +675,8 @@ FROM agreed ORDER BY exchange_id
 
 
 def facilitator_adherence(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """For every accepted exchange that had advice: the suggested and agreed
+    """For every accepted exchange whose advice suggested a swap (advice
+    without one, when no swap helped both sides, has nothing to follow): the suggested and agreed
     log rates, ln(units the initiator gives / units the responder gives);
     same_resources = the deal swapped the suggested resources in the suggested
     direction; distance = |agreed - suggested log rate| when it did (None

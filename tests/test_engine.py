@@ -239,19 +239,19 @@ _PINNED_RUNS = {
     "default_60x2000": (
         dict(seed=3, num_participants=60, min_exchanges=2000, max_exchanges=2000),
         {
-            "exchanges": "1b84411eb89023e732532e442dd3e72e6bca93e51e507492c873df89cb086baa",
-            "offers": "b643c60f2f6485de1cbc9ca7574539823508605433c3917d3e156d2944438710",
-            "transfers": "3ea84efdef62d50b80a8b4b70fa2cc5be2862df115c30351c3851a3d0f416e23",
-            "advice": "449f1c0b8921f0ae03b5efc0cf5c2f930ce066349471e8ab01d313fb9bcdaed6",
-            "valuations": "6f374bb42dca127fd62451714b3a473d0b4f8a555d163b12a07e5afff2c49d73",
+            "exchanges": "63e24c6f6a5d34ffcdb32c085253f9b3f488e5193d057e4858a877b75e400484",
+            "offers": "4c122ce98be1b141fa278e4a0de3a21898591c09d313024c1aef71ff2ac9b58a",
+            "transfers": "e8668c0a1df76150317392ab7eda51d65d561cb67d95a8d519fbb30524cbf44d",
+            "advice": "9e5572eaeed420270af2de7b7453d2812a74041aaaeb4ed0f53063f7ea28214b",
+            "valuations": "ee54965f56b80198b73502570f7801d16d0e5fcf316de626800f8b08719b9205",
         },
     ),
     "need_pairing_control_25": (
         dict(seed=8, num_participants=25, min_exchanges=500, max_exchanges=700, pairing="need", facilitator=False),
         {
-            "exchanges": "3d94ba2aa5145851fd688f9cb88fdf85f2d8d0c387bd99b824a9e5da7c4441e4",
-            "offers": "f892a58af294bfcae488210ecb86f463bcbfe2121e1610bccc3021d53b12b72b",
-            "transfers": "874ed4617dfa32a5f750143cd86c67a8b39c4da591d361f7eb85bc61d4024dde",
+            "exchanges": "621b301d2c42b25320677a0407c1ff87b685fa8b5a03fe0fcdef88d5394d08c0",
+            "offers": "91b642200940e2f0e7885829ce08c8d5e352f558d23b4ad52bc767db8d8df729",
+            "transfers": "fc62a14303726e34b1df713c749867c289e1678ffdfb595e0b8b875e30cc5967",
             "advice": "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",  # no rows
             "valuations": "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",  # no rows
         },
@@ -260,11 +260,11 @@ _PINNED_RUNS = {
         dict(seed=21, num_participants=31, min_exchanges=900, max_exchanges=900, max_turns=3, need_weight=3.0,
              personalities={"cautious": 1, "generous": 2, "strategic": 1}),
         {
-            "exchanges": "b884e0cb52e84e726baff3d31ea67d000139a452aa44372749527676e41b3836",
-            "offers": "82e320d8499e18320671ce4ec36e4e70934ef1032337888f50cb1850510bcbc3",
-            "transfers": "ff482521ce45dc230e959a1dce15a44a9a8cfba87a3af8c36eba5c968819df67",
-            "advice": "398a4f9e35814d67b4e92283eca0483d004c86080244cd1e4bc5bc3420347abc",
-            "valuations": "1fe7780fe5876623b47cca96ab6dc716b7c0737dacd51c3f2530f0c800181a04",
+            "exchanges": "4de9a443d2f2f224b2e149c1a56f67b01c5f0d1c87ef2476c2fe68f0a9af1faf",
+            "offers": "2d790cf7ce7d60028bda00188d1c70b8e7dfb9155e5d8f62cf6960e113ea3ff5",
+            "transfers": "b5de3ac34b7be7c41177eae69bedf88022d402a70e49555abe3453a67b3ad073",
+            "advice": "f28a4a4d6609f8414b8e3b12b593ea433d9757850657375efad4d5a1bdd0cb39",
+            "valuations": "73b109180f68e381c06abcff76441eade4b028d2e9ac8dc4cf1cc08656d0e346",
         },
     ),
 }

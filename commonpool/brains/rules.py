@@ -2,25 +2,37 @@
 
 A proposal is a point (x, y) on a grid of whole quantities: the initiator gives
 x units of resource a, the responder gives y units of b. Every candidate is
-scored with both sides' exact utility change (economy.swap_gain). A speaker
-proposes the candidate whose share of the joint gain, g_self / (g_self +
-g_partner), is nearest its aspiration, which falls by ``concession`` with each
-proposal it makes (a time-dependent concession strategy, Faratin, Sierra &
-Jennings 1998), pulled toward the facilitator's suggested rate by
-``anchoring``. Strategic speakers raise their aspiration against partners with
-a record of accepting (``memory``). A candidate must leave the partner better
-off and the speaker at least ``min_gain`` better off after weighing the
-partner's gain by ``altruism``.
+scored with both sides' exact utility change (economy.swap_gain).
 
-A reply accepts an offer when it passes that same test and is at least as
-good as the counter the speaker would make (the AC_next acceptance condition,
+One rule for openings and counters alike (``qualifies``): a speaker only puts
+forward a swap that leaves its partner better off and itself at least
+``min_gain`` better off after weighing the partner's gain by ``altruism``
+(own gain + altruism x partner gain >= 0), within its ``max_units``. It looks
+first at the goods on the table (for an opening: the facilitator's suggested
+goods, or without a suggestion its own pick; for a counter: the offer's goods)
+and, when no swap of those qualifies, at every other pair of goods, taking the
+pair whose qualifying swaps have the most joint gain (``best_goods``): a counter
+may change the goods. Where nothing qualifies the opener declines, and a
+responder rejects an offer that fails its own test.
+
+Among qualifying swaps of the chosen goods the speaker proposes the one whose
+share of the joint gain, g_self / (g_self + g_partner), is nearest its
+aspiration, which falls by ``concession`` with each proposal it makes (a
+time-dependent concession strategy, Faratin, Sierra & Jennings 1998), pulled
+toward the facilitator's suggested rate by ``anchoring``. Strategic speakers
+raise their aspiration against partners with a record of accepting
+(``memory``).
+
+A reply accepts an offer when it passes the speaker's own test (own gain >=
+min_gain and own gain + altruism x partner gain >= 0) and is at least as good
+as the counter the speaker would make (the AC_next acceptance condition,
 Baarslag et al. 2014); on the last turn any offer that passes is accepted.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -72,43 +84,49 @@ def _grid(q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, log_rate
 
 
-@dataclass
-class _GridGains:
-    """swap_gains over the grid for each row of a round, on the resources (res_a, res_b) it was asked for.
+def _legs(world: World, giver: np.ndarray, taker: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """giver handing 1..q units of each resource to taker: giver's loss, taker's gain, giver holds them ([row, r, q])."""
+    h, n, w, lam = world.holdings, world.population.needs, world.population.wants, world.need_weight
+    qty = np.arange(1, q + 1)
+    loss = economy.loss_of_giving(h[giver][:, :, None], n[giver][:, :, None], w[giver][:, :, None], qty, lam)
+    gain = economy.gain_of_getting(h[taker][:, :, None], n[taker][:, :, None], w[taker][:, :, None], qty, lam)
+    return loss, gain, qty <= h[giver][:, :, None]
 
-    A row's initiator, responder and holdings do not change within a round, and
-    every decision of a row is about the same two resources, so the grid is
-    scored once per row and round instead of once per turn and speaker.
+
+def round_legs(world: World, batch: ExchangeBatch) -> tuple[np.ndarray, ...]:
+    """Both legs of any swap, per batch row: the initiator giving 1..q of each resource (its loss, the
+    responder's gain, whether it holds them), then the responder giving (its loss, the initiator's gain, holds).
+
+    Utility is separable, so a swap's gains are one leg's gain minus the other's loss
+    (economy.swap_gain, term by term). Holdings stay put until the round settles, so
+    the legs are computed once per round for every row (batch.memo) and serve the
+    facilitator and every turn, on any pair of goods.
     """
-
-    res_a: np.ndarray  # per batch row; NO_RESOURCE until computed
-    res_b: np.ndarray
-    g_i: np.ndarray  # [batch row, grid point]
-    g_j: np.ndarray
-    feasible: np.ndarray
+    legs = batch.memo.get("legs")
+    if not isinstance(legs, tuple):
+        q = grid_size(world)
+        loss_i, gain_j, holds_i = _legs(world, batch.initiator, batch.responder, q)
+        loss_j, gain_i, holds_j = _legs(world, batch.responder, batch.initiator, q)
+        legs = (loss_i, gain_j, holds_i, loss_j, gain_i, holds_j)
+        batch.memo["legs"] = legs
+        # The best joint gain of each leg over 1..m units, for every m (best_goods' bound).
+        batch.memo["leg_bounds"] = tuple(
+            np.maximum.accumulate(np.where(holds, gain - loss, -np.inf), axis=2)
+            for loss, gain, holds in ((loss_i, gain_j, holds_i), (loss_j, gain_i, holds_j))
+        )
+    return legs
 
 
 def grid_gains(
     world: World, batch: ExchangeBatch, rows: np.ndarray, a: np.ndarray, b: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """swap_gains of every grid swap for rows on resources (a, b), computed once per row and round (batch.memo)."""
-    x, y, _ = _grid(grid_size(world))
-    memo = batch.memo.get("grid")
-    if not isinstance(memo, _GridGains):
-        size, points = len(batch.initiator), x.shape[1]
-        memo = _GridGains(
-            np.full(size, NO_RESOURCE), np.full(size, NO_RESOURCE),
-            np.empty((size, points)), np.empty((size, points)), np.empty((size, points), dtype=bool),
-        )
-        batch.memo["grid"] = memo
-    miss = (memo.res_a[rows] != a) | (memo.res_b[rows] != b)
-    if miss.any():
-        new = rows[miss]
-        memo.g_i[new], memo.g_j[new], memo.feasible[new] = swap_gains(
-            world, batch.initiator[new], batch.responder[new], a[miss], b[miss], x, y
-        )
-        memo.res_a[new], memo.res_b[new] = a[miss], b[miss]
-    return memo.g_i[rows], memo.g_j[rows], memo.feasible[rows]
+    """swap_gains of every grid swap for rows on resources (a, b) ([row, grid point], _grid's order), from round_legs."""
+    loss_i, gain_j, holds_i, loss_j, gain_i, holds_j = round_legs(world, batch)
+    g_i = gain_i[rows, b][:, None, :] - loss_i[rows, a][:, :, None]  # [row, x, y]
+    g_j = gain_j[rows, a][:, :, None] - loss_j[rows, b][:, None, :]
+    feasible = holds_i[rows, a][:, :, None] & holds_j[rows, b][:, None, :] & (a != b)[:, None, None]
+    shape = (len(rows), g_i.shape[1] * g_i.shape[2])
+    return g_i.reshape(shape), g_j.reshape(shape), feasible.reshape(shape)
 
 
 def offer_gains(
@@ -123,6 +141,18 @@ def offer_gains(
         point = (qa - 1) * q + (qb - 1)  # _grid's order: x major, y minor
         return g_i[k, point], g_j[k, point], feasible[k, point]
     return swap_gains(world, batch.initiator[rows], batch.responder[rows], a, b, qa, qb)
+
+
+def qualifies(
+    g_self: np.ndarray, g_partner: np.ndarray, min_gain: np.ndarray, altruism: np.ndarray
+) -> np.ndarray:
+    """The one rule every proposal and counter passes: the partner gains, and the speaker's own test.
+
+    The partner must end up better off (g_partner > 0), and the speaker at least
+    min_gain better off (g_self >= min_gain) after weighing the partner's gain by
+    altruism (g_self + altruism * g_partner >= 0). Feasibility is checked apart.
+    """
+    return (g_partner > 0) & (g_self >= min_gain) & (g_self + altruism * g_partner >= 0)
 
 
 def choose_swap(
@@ -152,20 +182,15 @@ def choose_swap(
     limit = traits["max_units"][speaker][:, None]
     altruism = traits["altruism"][speaker][:, None]
     value = g_s + altruism * g_p
-    ok = (
-        feasible
-        & (x <= limit)
-        & (y <= limit)
-        & (g_p > 0)
-        & (g_s >= traits["min_gain"][speaker][:, None])
-        & (value >= 0)
-    )
+    ok = feasible & (x <= limit) & (y <= limit) & qualifies(g_s, g_p, traits["min_gain"][speaker][:, None], altruism)
     total = g_s + g_p
     share = g_s / np.where(total > 0, total, 1.0)
     score = np.abs(share - aspiration) - 1e-6 * total
     if batch.advice is not None:
-        suggested = np.log(batch.advice.qty_a[rows] / batch.advice.qty_b[rows])[:, None]
-        anchored = (batch.advice.res_a[rows] == a) & (batch.advice.res_b[rows] == b)
+        advice = batch.advice
+        anchored = (advice.res_a[rows] == a) & (advice.res_b[rows] == b)
+        # Advice without a swap (res NO_RESOURCE, quantities 0) anchors nothing.
+        suggested = np.log(np.maximum(advice.qty_a[rows], 1) / np.maximum(advice.qty_b[rows], 1))[:, None]
         distance = np.abs(log_rate - suggested) * anchored[:, None]
         score = score + ANCHOR_WEIGHT * traits["anchoring"][speaker][:, None] * distance
     score = np.where(ok, score, np.inf)
@@ -175,19 +200,80 @@ def choose_swap(
     return x[0, best], y[0, best], found, value[k, best]
 
 
-def best_for_self(
-    world: World, batch: ExchangeBatch, rows: np.ndarray, a: np.ndarray, b: np.ndarray
+Test = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def best_goods(
+    world: World, batch: ExchangeBatch, rows: np.ndarray, limit: np.ndarray, floor: np.ndarray, test: Test
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The initiator's most self-serving feasible swap that still passes its own min_gain."""
-    i = batch.initiator[rows]
-    x, y, _ = _grid(grid_size(world))
-    g_i, _, feasible = grid_gains(world, batch, rows, a, b)
+    """Every pair of goods at once: per row, the pair (a, b) whose passing swaps have the most joint gain.
+
+    A swap is the initiator giving 1..limit units of a for 1..limit units of b;
+    test(g_i, g_j, k) says which pass for rows k. Returns a, b and whether any
+    pair has a passing swap. Utility is separable, so the joint gain of a swap is
+    the joint gain of its a leg plus that of its b leg; a pair whose best legs
+    together gain less than floor (a joint gain every passing swap reaches) is
+    skipped unscored, which is most pairs once the market has settled.
+    """
+    q = grid_size(world)
+    loss_i, gain_j, holds_i, loss_j, gain_i, holds_j = round_legs(world, batch)
+    bound_a, bound_b = batch.memo["leg_bounds"]  # type: ignore[misc]
+    units = np.minimum(limit, q).astype(np.int64) - 1
+    reach = bound_a[rows, :, units][:, :, None] + bound_b[rows, :, units][:, None, :]
+    goods = reach.shape[1]
+    reach[:, np.arange(goods), np.arange(goods)] = -np.inf
+    k, a, b = np.nonzero(reach >= floor[:, None, None] - 1e-9)
+
+    row = rows[k]
+    g_i = gain_i[row, b][:, None, :] - loss_i[row, a][:, :, None]  # [candidate pair, x, y]
+    g_j = gain_j[row, a][:, :, None] - loss_j[row, b][:, None, :]
+    within = np.arange(1, q + 1) <= limit[k][:, None]
+    can_a, can_b = holds_i[row, a] & within, holds_j[row, b] & within
+    ok = can_a[:, :, None] & can_b[:, None, :] & test(g_i, g_j, k)
+    joint = np.where(ok, g_i + g_j, -np.inf).max(axis=(1, 2), initial=-np.inf)
+    best = np.full((len(rows), goods * goods), -np.inf)
+    best[k, a * goods + b] = joint
+    pick = np.argmax(best, axis=1)
+    return pick // goods, pick % goods, np.isfinite(best[np.arange(len(rows)), pick])
+
+
+def speaker_goods(
+    world: World, batch: ExchangeBatch, rows: np.ndarray, initiator_speaks: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """best_goods under the speaker's own rule (qualifies, within its max_units)."""
+    speaker = batch.initiator[rows] if initiator_speaks else batch.responder[rows]
     traits = world.population.traits
-    limit = traits["max_units"][i][:, None]
-    ok = feasible & (x <= limit) & (y <= limit) & (g_i >= traits["min_gain"][i][:, None])
-    score = np.where(ok, -g_i, np.inf)
-    best = np.argmin(score, axis=1)
-    return x[0, best], y[0, best], np.isfinite(score[np.arange(len(rows)), best])
+    min_gain, altruism = traits["min_gain"][speaker], traits["altruism"][speaker]
+
+    def test(g_i: np.ndarray, g_j: np.ndarray, k: np.ndarray) -> np.ndarray:
+        g_s, g_p = (g_i, g_j) if initiator_speaks else (g_j, g_i)
+        return qualifies(g_s, g_p, min_gain[k][:, None, None], altruism[k][:, None, None])
+
+    # A qualifying swap has g_p > 0 and g_s >= min_gain, so joint gain > min_gain; with
+    # altruism <= 1 also joint >= g_s + altruism * g_p >= 0.
+    floor = np.where(altruism <= 1, np.maximum(min_gain, 0.0), min_gain)
+    return best_goods(world, batch, rows, traits["max_units"][speaker], floor, test)
+
+
+def propose_on(
+    world: World, batch: ExchangeBatch, rows: np.ndarray, a: np.ndarray, b: np.ndarray, initiator_speaks: bool
+) -> tuple[np.ndarray, ...]:
+    """The speaker's proposal: on goods (a, b) if a swap of them qualifies, else on the goods whose do with most joint gain.
+
+    Returns a, x, b, y, found, value (choose_swap's).
+    """
+    x, y, found, value = choose_swap(world, batch, rows, a, b, initiator_speaks)
+    if not found.all():
+        miss = np.flatnonzero(~found)
+        other_a, other_b, other = speaker_goods(world, batch, rows[miss], initiator_speaks)
+        there = miss[other]
+        if len(there):
+            a, b = a.copy(), b.copy()
+            a[there], b[there] = other_a[other], other_b[other]
+            x[there], y[there], found[there], value[there] = choose_swap(
+                world, batch, rows[there], a[there], b[there], initiator_speaks
+            )
+    return a, x, b, y, found, value
 
 
 def own_pick(world: World, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,20 +296,17 @@ class RulesBrain:
 
     def propose(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> Decisions:
         i, j = batch.initiator[rows], batch.responder[rows]
+        a, b = own_pick(world, i, j)
         if batch.advice is not None:
-            a, b = batch.advice.res_a[rows], batch.advice.res_b[rows]
-        else:
-            a, b = own_pick(world, i, j)
-        x, y, found, _ = choose_swap(world, batch, rows, a, b, initiator_speaks=True)
-        if not found.all():
-            # Nothing helps both: the opener asks for what it would gain most from, on
-            # its own terms; if even that breaks its own rule it declines to trade.
-            sx, sy, self_found = best_for_self(world, batch, rows, a, b)
-            x, y = np.where(found, x, sx), np.where(found, y, sy)
-            found = found | self_found
+            suggested = batch.advice.res_a[rows] != NO_RESOURCE
+            a = np.where(suggested, batch.advice.res_a[rows], a)
+            b = np.where(suggested, batch.advice.res_b[rows], b)
+        a, x, b, y, found, _ = propose_on(world, batch, rows, a, b, initiator_speaks=True)
         decisions = Decisions.empty(len(rows))
         decisions.action[:] = np.where(found, PROPOSE, REJECT)
-        decisions.res_a[:], decisions.qty_a[:], decisions.res_b[:], decisions.qty_b[:] = a, x, b, y
+        # A decline carries no swap.
+        decisions.res_a[found], decisions.qty_a[found] = a[found], x[found]
+        decisions.res_b[found], decisions.qty_b[found] = b[found], y[found]
         decisions.source[:] = RULES
         return decisions
 
@@ -237,11 +320,10 @@ class RulesBrain:
         offer_value = g_s + traits["altruism"][speaker] * g_p
         passes = feasible & (g_s >= traits["min_gain"][speaker]) & (offer_value >= 0)
 
-        can_counter = batch.turn < batch.max_turns
-        if can_counter:
-            cx, cy, found, counter_value = choose_swap(world, batch, rows, a, b, initiator_speaks)
+        if batch.turn < batch.max_turns:
+            ca, cx, cb, cy, found, counter_value = propose_on(world, batch, rows, a, b, initiator_speaks)
         else:
-            cx, cy = qa, qb
+            ca, cx, cb, cy = a, qa, b, qb
             found = np.zeros(len(rows), dtype=bool)
             counter_value = np.full(len(rows), np.inf)
         accept = passes & (~found | (offer_value >= counter_value - 1e-9))
@@ -249,20 +331,31 @@ class RulesBrain:
 
         decisions = Decisions.empty(len(rows))
         decisions.action[:] = np.where(accept, ACCEPT, np.where(counter, COUNTER, REJECT))
-        decisions.res_a[:], decisions.res_b[:] = a, b
+        decisions.res_a[:], decisions.res_b[:] = np.where(counter, ca, a), np.where(counter, cb, b)
         decisions.qty_a[:] = np.where(counter, cx, qa)
         decisions.qty_b[:] = np.where(counter, cy, qb)
         decisions.source[:] = RULES
+        switched = np.flatnonzero(counter & ((ca != a) | (cb != b)))
+        if len(switched):
+            decisions.message[switched] = switch_messages(
+                world.population.resources, initiator_speaks, a[switched], b[switched],
+                ca[switched], cx[switched], cb[switched], cy[switched],
+            )
         return decisions
 
 
 class RulesFacilitator:
     """Advises each pair from both sides' marginal values and the market's history.
 
-    It suggests the resource the responder would gain most from relative to what
-    the initiator would lose, against the one the initiator would gain most from
-    relative to the responder's loss, in the quantities whose rate is nearest its
-    valuations among those that leave both better off (Nash product breaks ties).
+    It picks the goods: the resource the responder would gain most from relative
+    to what the initiator would lose, against the one the initiator would gain
+    most from relative to the responder's loss. When no swap of those goods
+    leaves both better off, it looks at every pair of goods and takes the one
+    whose mutually beneficial swaps have the most joint gain (best_goods). On the
+    goods chosen it suggests the quantities whose rate is nearest its valuations
+    among swaps that leave both better off (Nash product breaks ties). When no
+    swap of any goods leaves both better off, it suggests none (NO_RESOURCE, 0)
+    and its note says so.
     """
 
     def advise(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> AdviceBatch:
@@ -280,20 +373,33 @@ class RulesFacilitator:
 
         x, y, log_rate = _grid(grid_size(world))
         g_i, g_j, feasible = grid_gains(world, batch, rows, a, b)
+        helps = (feasible & (g_i > 0) & (g_j > 0)).any(axis=1)
+        if not helps.all():
+            miss = np.flatnonzero(~helps)
+            other_a, other_b, other = best_goods(
+                world, batch, rows[miss], np.full(len(miss), x.max()), np.zeros(len(miss)),
+                lambda g_i, g_j, _: (g_i > 0) & (g_j > 0),
+            )
+            there = miss[other]
+            a[there], b[there], helps[there] = other_a[other], other_b[other], True
+            g_i[there], g_j[there], feasible[there] = grid_gains(world, batch, rows[there], a[there], b[there])
         valuations = world.valuations if world.valuations is not None else np.ones(h.shape[1])
         fair = np.log(valuations[b] / valuations[a])[:, None]
         both = feasible & (g_i > 0) & (g_j > 0)
         score = np.where(both, np.abs(log_rate - fair) - 1e-6 * g_i * g_j, np.inf)
-        # When nothing helps both, suggest the least bad swap rather than none.
-        fallback = np.where(feasible, -np.minimum(g_i, g_j), np.inf)
-        score = np.where(both.any(axis=1)[:, None], score, 1e6 + fallback)
         best = np.argmin(score, axis=1)
+        note = None
+        if not helps.all():
+            names = np.array(world.population.names, dtype=object)
+            note = np.full(len(rows), None, dtype=object)
+            note[~helps] = no_swap_notes(names[i[~helps]], names[j[~helps]], int(x.max()))
         return AdviceBatch(
-            res_a=a,
-            qty_a=x[0, best],
-            res_b=b,
-            qty_b=y[0, best],
+            res_a=np.where(helps, a, NO_RESOURCE),
+            qty_a=np.where(helps, x[0, best], 0),
+            res_b=np.where(helps, b, NO_RESOURCE),
+            qty_b=np.where(helps, y[0, best], 0),
             source=np.full(len(rows), RULES, dtype=np.int8),
+            note=note,
         )
 
 
@@ -426,4 +532,35 @@ def advice_notes(
         "I suggest ", initiator_name, " gives ", _units(qty_a, res_a), " and ", responder_name, " gives ",
         _units(qty_b, res_b), ". ",
         record(initiator_name, *initiator_record), "; ", record(responder_name, *responder_record), ".",
+    )
+
+
+def switch_messages(
+    resources: list[str], initiator_speaks: bool,
+    old_a: np.ndarray, old_b: np.ndarray, a: np.ndarray, qty_a: np.ndarray, b: np.ndarray, qty_b: np.ndarray,
+) -> np.ndarray:
+    """Words for counters that change the goods on the table, from the speaker's side (few rows: a Python loop)."""
+    names = np.array(resources, dtype=object)
+    old_give, old_get = (names[old_a], names[old_b]) if initiator_speaks else (names[old_b], names[old_a])
+    give, get = (names[a], names[b]) if initiator_speaks else (names[b], names[a])
+    give_q, get_q = (qty_a, qty_b) if initiator_speaks else (qty_b, qty_a)
+
+    def units(q: int, name: str) -> str:
+        return f"{q} {singular(name) if q == 1 else name}"
+
+    return np.array(
+        [
+            f"No swap of my {og} for your {ot} works for me. How about other goods: my {units(gq, g)} for your {units(tq, t)}?"
+            for og, ot, gq, g, tq, t in zip(old_give, old_get, give_q.tolist(), give, get_q.tolist(), get)
+        ],
+        dtype=object,
+    )
+
+
+def no_swap_notes(initiator_name: np.ndarray, responder_name: np.ndarray, most_units: int) -> np.ndarray:
+    """The facilitator's note when no swap helps both sides: it suggests none, and says why."""
+    return (
+        f"I checked every swap of 1 to {most_units} units of any two goods, and each one leaves "
+        + initiator_name + " or " + responder_name
+        + " worse off (what one of you could give, the other values less than it would cost), so I suggest none."
     )
