@@ -149,7 +149,10 @@ class Bundle(BaseModel):
 
 
 class ParticipantReply(BaseModel):
-    """A participant's turn: propose/counter carry a swap from the speaker's side."""
+    """A participant's turn: propose/counter carry a swap from the speaker's side.
+
+    A counter may name other resources than the offer it answers.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -160,11 +163,13 @@ class ParticipantReply(BaseModel):
 
 
 class FacilitatorReply(BaseModel):
+    """The facilitator's advice: both bundles of one suggested swap, or neither when no swap helps both sides."""
+
     model_config = ConfigDict(extra="forbid")
 
     valuations: dict[str, float]
-    initiator_gives: Bundle
-    responder_gives: Bundle
+    initiator_gives: Bundle | None = None
+    responder_gives: Bundle | None = None
     note: str = Field("", max_length=2000)
 
 
@@ -178,7 +183,7 @@ class ExchangeBatch:
     so far, which is what a negotiator concedes by.
 
     memo holds what a brain derived from the round's holdings (e.g. the rules
-    brain's gains over its grid of swaps): holdings only change when the round
+    brain's two legs of every swap): holdings only change when the round
     settles, after the last turn, so it stays true for the batch's whole life.
     """
 

@@ -289,3 +289,52 @@ def test_advice_without_a_swap_is_recorded_with_its_note_and_left_out_of_adheren
     adherence = metrics.facilitator_adherence(con, result.run_id)
     assert len(adherence) == suggested_deals
     assert adherence["followed"].notna().all()
+
+
+def test_a_model_facilitator_may_suggest_no_swap_if_it_says_why() -> None:
+    from commonpool.brains.llm import LLMFacilitator, ReplyError
+
+    world = two_person_world(holdings=[[2, 0, 1], [0, 2, 0]], needs=[[2, 0, 1], [0, 2, 0]], wants=[[1, 1, 1], [1, 1, 1]], traits={})
+    batch = ExchangeBatch.open(0, np.array([1]), np.array([0]), np.array([1]), 6, None)
+    check = LLMFacilitator(None, "openai/fake")._check  # type: ignore[arg-type]  # _check needs no session
+    none = '{"valuations": {"bread": 1}, "initiator_gives": null, "responder_gives": null, "note": "Each of you needs all you hold."}'
+    assert check(world, batch, 0, none) == (NO_RESOURCE, 0, NO_RESOURCE, 0, "Each of you needs all you hold.", {"bread": 1.0})
+    with pytest.raises(ReplyError, match="needs a note"):
+        check(world, batch, 0, none.replace("Each of you needs all you hold.", ""))
+    with pytest.raises(ReplyError, match="or neither"):
+        check(world, batch, 0, none.replace('"initiator_gives": null', '"initiator_gives": {"resource": "bread", "quantity": 1}'))
+
+
+def test_a_model_may_counter_with_other_goods() -> None:
+    from types import SimpleNamespace
+
+    from commonpool.brains.llm import LLMBrain
+
+    world = two_person_world(holdings=[[6, 0, 0], [0, 2, 6]], needs=[[0, 0, 0], [0, 2, 0]], wants=[[1, 1, 1], [1, 1, 1]], traits={})
+    batch = ExchangeBatch.open(0, np.array([1]), np.array([0]), np.array([1]), 6, None)
+    batch.turn = 2
+    batch.cur_a[0], batch.cur_qa[0], batch.cur_b[0], batch.cur_qb[0] = 0, 1, 1, 1  # bread for books on the table
+    check = LLMBrain(SimpleNamespace(config=None))._check  # type: ignore[arg-type]  # _check needs no session
+    text = '{"action": "counter", "give": {"resource": "tools", "quantity": 1}, "receive": {"resource": "bread", "quantity": 2}, "message": "Not books: tools."}'
+    assert check(world, batch, 0, text) == (COUNTER, 0, 2, 2, 1, "Not books: tools.")  # bread x2 from Ann, tools x1 from Ben
+
+
+def test_rules_counters_to_a_model_may_switch_goods_and_settle_as_agreed(fake_llm, store: Store) -> None:
+    from test_llm_runs import assert_conserved, llm_run
+
+    result = llm_run(
+        fake_llm, store, num_participants=12, min_exchanges=60, max_exchanges=60, facilitator=False,
+        model=None, facilitator_model=None, personality_models={"strategic": "openai/fake"},
+    )
+    con = store.connect()
+    switched = con.execute(
+        """WITH o AS (SELECT exchange_id, turn, action, source, initiator_gives g, responder_gives r,
+                             lag(initiator_gives) OVER w pg, lag(responder_gives) OVER w pr, lag(source) OVER w ps
+                      FROM offers WHERE run_id = $r WINDOW w AS (PARTITION BY exchange_id ORDER BY turn))
+           SELECT count(*) FROM o JOIN exchanges e ON e.run_id = $r AND e.exchange_id = o.exchange_id
+           WHERE o.action = 'counter' AND o.ps = 'llm' AND (o.g <> o.pg OR o.r <> o.pr) AND e.outcome = 'accepted'
+             AND e.initiator_gives = o.g AND e.responder_gives = o.r""",
+        {"r": result.run_id},
+    ).fetchone()[0]
+    assert switched > 0
+    assert_conserved(store, result.run_id)

@@ -447,6 +447,8 @@ class LLMFacilitator:
             ruled = self.rules.advise(world, batch, rows[failed])
             for name in ("res_a", "qty_a", "res_b", "qty_b"):
                 getattr(advice, name)[failed] = getattr(ruled, name)
+            if ruled.note is not None:
+                advice.note[failed] = ruled.note
             advice.source[failed] = FALLBACK
         return advice
 
@@ -489,6 +491,13 @@ class LLMFacilitator:
             raise ReplyError(f"valuations name unknown resource {unknown[0]!r}; resources are {', '.join(world.population.resources)}")
         if any(not v >= 0 for v in reply.valuations.values()):
             raise ReplyError("valuations must be 0 or more")
+        note = reply.note.strip() or None
+        if reply.initiator_gives is None and reply.responder_gives is None:
+            if note is None:
+                raise ReplyError("suggesting no swap needs a note that says why")
+            return NO_RESOURCE, 0, NO_RESOURCE, 0, note, reply.valuations
+        if reply.initiator_gives is None or reply.responder_gives is None:
+            raise ReplyError("give both initiator_gives and responder_gives, or neither when no swap helps both")
         a = _resource(world, reply.initiator_gives.resource)
         b = _resource(world, reply.responder_gives.resource)
         i, j = batch.initiator[row], batch.responder[row]
@@ -496,7 +505,6 @@ class LLMFacilitator:
             world, i, a, reply.initiator_gives.quantity, j, b, reply.responder_gives.quantity,
             who=("the initiator", "the responder"),
         )
-        note = reply.note.strip() or None
         return a, reply.initiator_gives.quantity, b, reply.responder_gives.quantity, note, reply.valuations
 
 
