@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from commonpool.config import ParticipantSpec, ResourceSpec, SimulationConfig, validation_problems
 from commonpool.csv_safe import neutralise
-from commonpool.personalities import BUILTIN, Traits
+from commonpool.personalities import BUILTIN, Traits, trait_meaning
 from commonpool.population import (
     RosterError,
     generate,
@@ -83,10 +83,14 @@ def custom_personalities_from_table(table: pd.DataFrame) -> list[dict[str, Any]]
 
 
 def builtin_traits_table() -> pd.DataFrame:
-    """The built-in presets, to show beside the custom ones."""
-    return pd.DataFrame(
-        [{"name": p.name, "description": p.description, **p.traits.model_dump()} for p in BUILTIN.values()]
-    )
+    """The built-in presets, one column each, one row per trait: what its value makes the
+    personality do, then the value (the number a custom personality's trait is set to)."""
+    rows = [{"trait": "in short", **{p.name: p.description for p in BUILTIN.values()}}]
+    for trait in Traits.model_fields:
+        rows.append({"trait": trait, **{p.name: f"{trait_meaning(trait, getattr(p.traits, trait))} "
+                                                f"({trait} = {getattr(p.traits, trait):g})"
+                                        for p in BUILTIN.values()}})
+    return pd.DataFrame(rows)
 
 
 def roster_table(config: SimulationConfig) -> pd.DataFrame:

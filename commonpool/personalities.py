@@ -42,6 +42,42 @@ class Traits(BaseModel):
     max_units: int = Field(4, ge=1, le=8, description="most units of one resource it moves in one swap")
 
 
+
+def trait_meaning(trait: str, value: float) -> str:
+    """What a trait's value makes a rules negotiator do, in one sentence (brains/rules.py)."""
+    if trait == "aspiration":
+        return f"Opens by asking for {value:.0%} of the joint gain."
+    if trait == "concession":
+        if value == 0:
+            return "Never lowers what it asks."
+        return f"Asks {value * 100:.0f} points less of the joint gain with each proposal it makes."
+    if trait == "min_gain":
+        if value > 0:
+            return f"Accepts only a swap that raises its own utility by at least {value:g}."
+        if value < 0:
+            return f"Accepts a swap that lowers its own utility by up to {-value:g}."
+        return "Accepts any swap that does not lower its own utility."
+    if trait == "altruism":
+        if value == 0:
+            return "Counts only its own gain."
+        if value == 1:
+            return "Counts the partner's gain as much as its own."
+        return f"Counts the partner's gain at {value:g} times its own."
+    if trait == "anchoring":
+        if value == 0:
+            return "Ignores the facilitator's suggested rate."
+        return f"Leans toward the facilitator's suggested rate, with weight {value:g} on a scale of 0 to 5."
+    if trait == "memory":
+        if value == 0:
+            return "Asks the same of every partner, whatever their record."
+        return (f"Asks up to {value * 50:.0f} points more of a partner who always accepts, "
+                "and less of one who never does.")
+    if trait == "max_units":
+        n = int(value)
+        return f"Moves at most {n} unit{'s' if n != 1 else ''} of a resource in one swap."
+    raise ValueError(f"unknown trait {trait!r}; traits are {sorted(Traits.model_fields)}")
+
+
 class Personality(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

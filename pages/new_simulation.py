@@ -105,7 +105,8 @@ fields["resources"] = form.resources_from_table(resources_table)
 # --- personalities ----------------------------------------------------------------------------------
 st.subheader("Personalities")
 with st.expander("Built-in personalities and what their traits mean"):
-    st.dataframe(form.builtin_traits_table(), hide_index=True)
+    # A static table wraps each sentence inside its column (a data grid cut them off).
+    st.table(form.builtin_traits_table(), hide_index=True)
 st.caption("Add your own: a name, traits (blank = default) and a description that LLM brains read.")
 custom_table = st.data_editor(
     form.custom_personalities_table(),

@@ -34,6 +34,19 @@ def test_default_form_is_ready_to_run(store: Store) -> None:
     assert not at.error
 
 
+
+def test_the_built_in_personalities_say_in_a_sentence_what_each_trait_does(store: Store) -> None:
+    from commonpool.personalities import BUILTIN, Traits
+
+    at = app()
+    table = next(t.value for t in at.table if "trait" in t.value.columns)
+    assert list(table.columns) == ["trait", *BUILTIN]
+    assert list(table["trait"]) == ["in short", *Traits.model_fields]
+    strategic = dict(zip(table["trait"], table["strategic"]))
+    assert strategic["in short"] == BUILTIN["strategic"].description
+    assert strategic["aspiration"] == "Opens by asking for 85% of the joint gain. (aspiration = 0.85)"
+    assert all(cell.endswith(")") and ". (" in cell for cell in table.iloc[1:, 1:].to_numpy().ravel())
+
 def test_the_form_starts_from_the_config_defaults_the_cli_uses(store: Store) -> None:
     at = app()
     defaults = SimulationConfig()

@@ -99,3 +99,19 @@ def test_an_unknown_personality_is_refused_by_name() -> None:
         SimulationConfig(personalities={"greedy": 3})
     assert "unknown personality 'greedy'" in describe_validation_error(error.value)
     assert "cautious, generous, strategic" in describe_validation_error(error.value)
+
+
+def test_every_trait_value_reads_as_what_it_makes_a_negotiator_do() -> None:
+    from commonpool.personalities import BUILTIN, trait_meaning
+
+    for personality in BUILTIN.values():
+        for trait, value in personality.traits.model_dump().items():
+            sentence = trait_meaning(trait, value)
+            assert sentence[0].isupper() and sentence.endswith("."), sentence
+    generous, cautious = BUILTIN["generous"].traits, BUILTIN["cautious"].traits
+    assert trait_meaning("min_gain", generous.min_gain) == "Accepts a swap that lowers its own utility by up to 0.3."
+    assert trait_meaning("min_gain", cautious.min_gain) == "Accepts only a swap that raises its own utility by at least 0.05."
+    assert trait_meaning("aspiration", cautious.aspiration) == "Opens by asking for 60% of the joint gain."
+    assert trait_meaning("max_units", 1) == "Moves at most 1 unit of a resource in one swap."
+    # memory moves the asked share by memory * (acceptance record - 0.5): a record of 1 adds memory / 2.
+    assert "15 points more" in trait_meaning("memory", 0.3)
