@@ -328,7 +328,10 @@ def test_export_writes_the_outcomes_and_summary_a_spreadsheet_opens(finished: tu
     assert len(metrics_per_run) == 8 and metrics_per_run.min() > 10
     assert {"point_id", "replication", "facilitator", "metric", "value"} <= set(outcomes.columns)
     summary = read(tmp_path / "out" / f"summary.{fmt}")
-    assert set(summary["n"]) == {4}
+    # n counts the runs that have the metric (one undefined for a run, e.g. no trades left to gain from, is left out).
+    have = outcomes.groupby(["point_id", "metric"])["run_id"].nunique()
+    assert [int(have[(row.point_id, row.metric)]) for row in summary.itertuples()] == list(summary["n"])
+    assert set(summary.loc[summary["metric"] == "welfare_change", "n"]) == {4}
 
 
 def test_a_sobol_sweep_reports_first_order_and_total_indices(tmp_path: Path) -> None:
@@ -363,3 +366,45 @@ def test_llm_runs_of_a_sweep_share_one_cache_one_budget_and_the_concurrency(fake
     spent = sum(float(r.meta.get("cost_usd") or 0) for r in poor.runs())
     assert limited.status == "failed" and limited.done < 4
     assert 0 < spent <= budget + 1e-12
+
+
+def test_a_run_a_machine_crash_left_damaged_is_run_again_not_failed(tmp_path: Path) -> None:
+    # Sweep workers write without fsync, so a power cut can leave a run's files short: its task runs it again.
+    from commonpool.experiments.task import run_task
+
+    task = plan(parse_spec(small_spec(replications=1)), "crash").task(0)
+    assert run_task(task, tmp_path).status == "completed"
+    store = Store(tmp_path)
+    before = run_tables(store, task.run_id)
+    part = next((tmp_path / "runs" / task.run_id / "exchanges").glob("*.parquet"))
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    assert store.run(task.run_id).status == "damaged"
+    again = run_task(task, tmp_path)
+    assert again.status == "completed" and store.run(task.run_id).status == "completed"
+    assert run_tables(store, task.run_id) == before
+
+
+def test_every_run_of_a_sweep_ends_in_a_pack_even_a_lone_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    assert run_sweep(parse_spec(small_spec(replications=1, factors={})), store, workers=1, sweep_id="one").done == 1
+    (run,) = store.runs()
+    assert run.meta["manifest"]["pack"] == "one-0000"
+
+
+def test_a_process_that_turns_sync_off_writes_without_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from commonpool.store import durable
+
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    try:
+        durable.set_sync(False)
+        durable.write_json_atomic(tmp_path / "a.json", {"x": 1})
+        durable.fsync_file(tmp_path / "a.json")
+        durable.fsync_dir(tmp_path)
+        assert calls == []
+    finally:
+        durable.set_sync(True)
+    durable.write_json_atomic(tmp_path / "b.json", {"x": 2})
+    assert len(calls) == 2  # the file, then its folder
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}

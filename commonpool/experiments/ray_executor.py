@@ -39,6 +39,9 @@ def run_in_scratch(task_json: dict[str, Any], shared_cache: str | None = None) -
     machine, or a shared file system), the scratch store uses it, so the sweep's
     runs share one cache as they do under the local executor.
     """
+    from commonpool.store.durable import set_sync
+
+    set_sync(False)  # a scratch store is thrown away; the driver's packs make the run durable
     task = RunTask(**task_json)
     os.environ.setdefault(WORKERS_ENV, "0")  # Ray's processes are the parallelism, as in executor.LocalExecutor
     scratch = Path(tempfile.mkdtemp(prefix="commonpool-ray-"))

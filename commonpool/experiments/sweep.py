@@ -252,7 +252,8 @@ class _Packer:
             self.flush()
 
     def flush(self) -> None:
-        if len(self.unpacked) > 1:  # one run is already one file per table
+        # Even a lone run: the workers did not fsync it (durable.set_sync), the pack does.
+        if self.unpacked:
             self.store.pack(self.unpacked, f"{self.sweep_id}-{self.next:04d}")
             self.next += 1
         self.unpacked = []

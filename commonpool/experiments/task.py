@@ -16,11 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from commonpool.config import SimulationConfig
+
+if TYPE_CHECKING:
+    from commonpool.store import Store
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ def run_task(task: RunTask, store_root: Path, should_stop: Callable[[], bool] | 
     started = time.perf_counter()
     if store.has_run(task.run_id):
         info = store.run(task.run_id)
+        if info.status == "damaged":
+            # Written without fsync (durable.set_sync) and cut short by a crash of the machine: run it again.
+            _set_aside(store, task.run_id)
+            return run_task(task, store_root, should_stop)
         if info.status == "completed":
             return TaskResult(task.run_id, "completed", seconds=0.0, cost_usd=float(info.meta.get("cost_usd") or 0.0))
         if info.status not in RESUMABLE:
@@ -95,6 +102,18 @@ def run_task(task: RunTask, store_root: Path, should_stop: Callable[[], bool] | 
     return TaskResult(
         task.run_id, result.status, result.error, time.perf_counter() - started, float(result.llm.get("cost_usd", 0.0))
     )
+
+
+def _set_aside(store: Store, run_id: str) -> None:
+    """Move a damaged run folder out of runs/ (into incoming/, then delete it), so its id is free again."""
+    import shutil
+    import tempfile
+
+    incoming = store.root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=incoming))
+    (store.root / "runs" / run_id).rename(scratch / run_id)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def pack_run(run_dir: Path) -> bytes:

@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 
 from commonpool.experiments.task import RunTask, TaskResult, run_task
+from commonpool.store.durable import set_sync
 
 
 def _stop_with_driver() -> None:
@@ -44,6 +45,7 @@ _PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> int:
     store_root = Path(argv[0])
+    set_sync(False)  # the driver's packs make the runs durable (see durable.set_sync)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
