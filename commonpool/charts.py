@@ -503,11 +503,12 @@ def _heat_axis(values: pd.Series, bins: int) -> tuple[pd.Series, list[str]]:
     return values.map(_level_name), _sorted_labels(values)
 
 
-def paired_differences_chart(paired: pd.DataFrame, factor: str, first: object, second: object,
-                             level: float = 0.95) -> alt.FacetChart:
-    """Mean paired difference (second minus first level of a factor) per metric with its CI;
-    from results.paired_comparisons. One row per metric, each on its own scale, with zero marked;
-    when other factors vary, one coloured interval per combination of their values."""
+def paired_differences_charts(paired: pd.DataFrame, factor: str, first: object, second: object,
+                              level: float = 0.95) -> list[alt.LayerChart]:
+    """Mean paired difference (second minus first level of a factor) with its CI, one chart per
+    metric on its own scale with zero marked (a facet of them was 460 px wide whatever the
+    column); from results.paired_comparisons. When other factors vary, one coloured interval per
+    combination of their values."""
     rows = paired.dropna(subset=["mean_diff"])
     others = [c for c in rows.columns if c not in _PAIRED_COLUMNS]
     groups = len(rows.drop_duplicates(others)) if others else 1
@@ -519,18 +520,19 @@ def paired_differences_chart(paired: pd.DataFrame, factor: str, first: object, s
                alt.Tooltip("sign_p:Q", format=".3g"), alt.Tooltip("wilcoxon_p:Q", format=".3g")]
     colour: dict = {"color": alt.value("#d62728")}
     if others:
-        colour = {"color": alt.Color("condition:N", title=", ".join(others)),
+        colour = {"color": alt.Color("condition:N", legend=bottom_legend(2, ", ".join(others), 240)),
                   "yOffset": alt.YOffset("condition:N")}
-    base = alt.Chart().encode(tooltip=tooltip, **colour)
-    zero = alt.Chart().mark_rule(color="#999", strokeDash=[4, 3]).encode(x=alt.datum(0))
-    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=None, scale=alt.Scale(zero=True)),
-                                                x2="ci_high:Q")
-    means = base.mark_point(filled=True, size=60, opacity=1).encode(x=alt.X("mean_diff:Q", title=None))
-    return alt.layer(zero, bars, means, data=rows).properties(width=460, height=14 + 12 * groups).facet(
-        row=alt.Row("metric:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=240)),
-        spacing=6,
-    ).resolve_scale(x="independent").properties(
-        title=f"{factor}: {_level_name(second)} minus {_level_name(first)}, paired on seed ({level:.0%} CI)")
+    difference = f"{_level_name(second)} minus {_level_name(first)}"
+    charts = []
+    for metric, frame in rows.groupby("metric", sort=False):
+        base = alt.Chart().encode(tooltip=tooltip, **colour)
+        zero = alt.Chart().mark_rule(color="#999", strokeDash=[4, 3]).encode(x=alt.datum(0))
+        bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=None, scale=alt.Scale(zero=True)),
+                                                    x2="ci_high:Q")
+        means = base.mark_point(filled=True, size=60, opacity=1).encode(x=alt.X("mean_diff:Q", title=None))
+        charts.append(fitted(alt.layer(zero, bars, means, data=frame).properties(
+            title=f"{metric}: {factor} {difference}, paired on seed ({level:.0%} CI)", height=14 + 12 * groups)))
+    return charts
 
 
 _PAIRED_COLUMNS = ("metric", "n", "mean_diff", "sd", "ci_low", "ci_high", "sign_p", "wilcoxon_p", "wins_b", "wins_a")

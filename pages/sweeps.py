@@ -380,8 +380,8 @@ def show_results() -> None:
         for factor, frame in paired.items():
             first, second = data.spec.factors[factor]
             rows = frame[frame["metric"].isin(shown)]
-            if not rows.empty:
-                st.altair_chart(charts.paired_differences_chart(rows, factor, first, second))
+            for chart in charts.paired_differences_charts(rows, factor, first, second):
+                st.altair_chart(chart, width="stretch")
             show_table(rows, f"{chosen}-paired-{factor}", f"dl_sw_paired_{factor}")
 
     if data.spec.sampler in ("sobol", "morris"):

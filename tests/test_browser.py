@@ -319,3 +319,30 @@ def test_every_chart_fits_its_column_at_two_widths(store_dir: Path, server: str,
         assert count == 4, (width, count)
         shoot(page, f"10-compare-{width}")
         context.close()
+
+
+def test_every_sweep_chart_fits_its_column_at_two_widths(store_dir: Path, server: str, browser: Browser) -> None:
+    from commonpool.experiments.spec import parse_spec
+    from commonpool.experiments.sweep import run_sweep
+    from commonpool.store import Store
+
+    # Two factors with replications: the CI chart, the heatmap, and paired differences of each
+    # factor with a coloured interval per level of the other.
+    spec = parse_spec({"sampler": "grid", "replications": 2, "seed": 3,
+                       "base": {"num_participants": 12, "min_exchanges": 60, "max_exchanges": 60},
+                       "factors": {"facilitator": [True, False], "max_turns": [2, 6]}})
+    sweep_id = run_sweep(spec, Store(store_dir), "local", 1).sweep_id
+    for width in (1400, 1000):
+        context = browser.new_context(viewport={"width": width, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{server}/sweeps?sweep={sweep_id}")
+        expect(page.get_by_role("heading", name="Design an experiment")).to_be_visible(timeout=60_000)
+        page.get_by_role("tab", name="Results").click()
+        expect(page.get_by_text("8 of 8 runs done", exact=False)).to_be_visible(timeout=60_000)
+        settle(page)
+        count, outside = charts_outside_their_columns(page)
+        assert not outside, (width, "sweeps", outside)
+        assert count >= 6, (width, count)  # CI, heatmap, and paired differences of two factors
+        shoot(page, f"11-sweeps-{width}")
+        context.close()
