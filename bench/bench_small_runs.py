@@ -14,7 +14,8 @@ setup = config, population, run folder and meta; rounds = pairing, advice,
 negotiation and settlement; recording = turning rounds into rows, writing and
 compacting the Parquet files; run_metrics = engine.record_run_metrics.
 --clock cpu measures this process's CPU time instead of wall time: steadier on
-a shared machine, blind to waiting on the disk. Not a test: figures vary with
+a shared machine, blind to waiting on the disk. --fsync off (the default) writes
+as a sweep's workers do (durable.set_sync); --fsync on as a single `run` does. Not a test: figures vary with
 the machine.
 """
 
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from commonpool import SimulationConfig, engine  # noqa: E402
 from commonpool.recorder import Recorder  # noqa: E402
 from commonpool.store import RunWriter, Store  # noqa: E402
+from commonpool.store.durable import set_sync  # noqa: E402
 
 PHASES = ("setup", "rounds", "recording", "run_metrics")
 
@@ -133,7 +135,10 @@ def main() -> None:
     parser.add_argument("--big-participants", type=int, default=1000)
     parser.add_argument("--big-exchanges", type=int, default=200_000)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--fsync", choices=("on", "off"), default="off",
+                        help="off (default) writes as a sweep's workers do: their runs are made durable when packed")
     args = parser.parse_args()
+    set_sync(args.fsync == "on")
     clock_fn = time.perf_counter if args.clock == "wall" else time.process_time
 
     with tempfile.TemporaryDirectory() as root:
@@ -152,7 +157,7 @@ def main() -> None:
     wall = statistics.median(r[1] for r in runs)
     phases = {p: statistics.median(r[2].get(p, 0.0) for r in runs) for p in PHASES}
     print(f"small: {args.participants} participants x {args.exchanges} exchanges, facilitator on, rules brain; "
-          f"median of {args.runs} runs into one store (phases: median of each); {args.clock} time")
+          f"median of {args.runs} runs into one store (phases: median of each); {args.clock} time; fsync {args.fsync}")
     report("small", exchanges, wall, phases)
     report("big  ", big_exchanges, big_wall, big_phases)
     small_rate, big_rate = exchanges / wall, big_exchanges / big_wall
