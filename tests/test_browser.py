@@ -305,6 +305,7 @@ def test_every_chart_fits_its_column_at_two_widths(store_dir: Path, server: str,
         settle(page)
         drawn = 0
         for tab in tabs:
+            page.mouse.move(1, 1)  # off the charts: a hovered chart's toolbar can sit over the tab bar
             page.get_by_role("tab", name=tab).click()
             settle(page)
             count, outside = charts_outside_their_columns(page)
@@ -345,4 +346,24 @@ def test_every_sweep_chart_fits_its_column_at_two_widths(store_dir: Path, server
         assert not outside, (width, "sweeps", outside)
         assert count >= 6, (width, count)  # CI, heatmap, and paired differences of two factors
         shoot(page, f"11-sweeps-{width}")
+        context.close()
+
+
+def test_the_built_in_personalities_read_as_sentences_inside_their_column(server: str, browser: Browser) -> None:
+    for width in (1400, 1000):
+        context = browser.new_context(viewport={"width": width, "height": 1000})
+        page = context.new_page()
+        page.goto(server)
+        expect(page.get_by_role("heading", name="New simulation")).to_be_visible()
+        settle(page)
+        page.get_by_text("Built-in personalities and what their traits mean").click()
+        table = page.get_by_test_id("stTable")
+        expect(table).to_contain_text("Accepts a swap that lowers its own utility by up to 0.3.")
+        # Nothing cut off: the table is no wider than the box it sits in, and needs no sideways scrolling.
+        inner, outer, scroll, client = table.evaluate(
+            "t => [t.getBoundingClientRect().right, t.parentElement.getBoundingClientRect().right,"
+            " t.scrollWidth, t.clientWidth]")
+        assert inner <= outer + 1 and scroll <= client + 1, (width, inner, outer, scroll, client)
+        table.scroll_into_view_if_needed()
+        shoot(page, f"12-personalities-{width}")
         context.close()
