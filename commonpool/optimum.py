@@ -1,5 +1,6 @@
-"""How far an allocation is from the best ones: the exact utilitarian optimum, and
-swaps two participants could still agree on.
+"""How far an allocation is from the best ones: the exact utilitarian optimum,
+swaps two participants could still agree on, and what a matchmaker executing the
+best bilateral swap again and again reaches (a benchmark for the market).
 
 Utility (economy.py) is separable across resources and concave in whole units
 of each, so the utilitarian optimum over whole-unit reallocations of the same
@@ -17,6 +18,8 @@ same here as in a negotiation.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -93,3 +96,36 @@ def best_mutual_swaps(world: World, first: np.ndarray, second: np.ndarray, max_u
         joint = np.where(mutual, g_i + g_j, -np.inf).max(axis=1, initial=-np.inf)
         np.maximum.at(best[start:start + chunk], pair, joint)
     return np.where(np.isfinite(best), best, np.nan)
+
+
+def greedy_bilateral_trading(world: World, max_units: int) -> np.ndarray:
+    """Holdings a central matchmaker reaches from the world's holdings by executing, one at
+    a time, the whole-unit swap (best_mutual_swaps' grid) with the largest joint gain among
+    every pair's swaps that leave both sides strictly better off, until no pair has one.
+
+    A benchmark between the market and the optimum: it trades only by voluntary
+    bilateral swaps, as participants do, but sees every pair at once and never
+    settles for less than the best swap on offer. The world's holdings are not changed.
+    """
+    holdings = world.holdings.copy()
+    world = dataclasses.replace(world, holdings=holdings)
+    resources = holdings.shape[1]
+    first, second = np.triu_indices(holdings.shape[0], 1)
+    best = best_mutual_swaps(world, first, second, max_units)
+    give, get = np.nonzero(~np.eye(resources, dtype=bool))
+    x, y, _ = _grid(max_units)
+    while not np.isnan(best).all():
+        k = int(np.nanargmax(best))
+        i, j = int(first[k]), int(second[k])
+        g_i, g_j, feasible = swap_gains(world, np.full(len(give), i), np.full(len(give), j), give, get, x, y)
+        joint = np.where(feasible & (g_i > GAIN_TOLERANCE) & (g_j > GAIN_TOLERANCE), g_i + g_j, -np.inf)
+        pair, cell = np.unravel_index(int(np.argmax(joint)), joint.shape)
+        a, b, qa, qb = give[pair], get[pair], int(x.ravel()[cell]), int(y.ravel()[cell])
+        holdings[i, a] -= qa
+        holdings[j, a] += qa
+        holdings[j, b] -= qb
+        holdings[i, b] += qb
+        # Only pairs with i or j in them can have changed.
+        touched = np.nonzero((first == i) | (first == j) | (second == i) | (second == j))[0]
+        best[touched] = best_mutual_swaps(world, first[touched], second[touched], max_units)
+    return holdings
