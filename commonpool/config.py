@@ -47,10 +47,13 @@ class ParticipantSpec(BaseModel):
     holdings: dict[str, int] = Field(default_factory=dict)
     needs: dict[str, int] = Field(default_factory=dict)
     wants: dict[str, float] = Field(default_factory=dict)
+    produces: dict[str, int] = Field(
+        default_factory=dict, description="units made each period (a capacity for time and skills); used when periods > 1"
+    )
     notes: str = Field("", max_length=2000)
     brain: str | None = Field(None, description="'rules', a LiteLLM model string, or None for the run default")
 
-    @field_validator("holdings", "needs")
+    @field_validator("holdings", "needs", "produces")
     @classmethod
     def _non_negative_units(cls, value: dict[str, int]) -> dict[str, int]:
         for resource, units in value.items():
@@ -90,6 +93,20 @@ class SimulationConfig(BaseModel):
     pairing: Literal["random", "need"] = "random"
     need_weight: float = Field(2.0, gt=0, le=100, description="utility of each unit up to a need")
     roster: list[ParticipantSpec] | None = None
+
+    # Time: a run is a sequence of periods (production.py). One period is the fixed-endowment model.
+    periods: int = Field(
+        1, ge=1, le=10_000,
+        description="periods the run's exchanges are split over; with more than one, every period "
+        "produces, consumes and expires (see production.py)",
+    )
+    discount: float = Field(1.0, gt=0, le=1, description="weight of period t's utility is discount^(t-1)")
+    storable: list[str] = Field(
+        default_factory=list, description="time or skill resources whose unused units carry over (goods always do)"
+    )
+    spoilage: dict[str, float] = Field(
+        default_factory=dict, description="share of a storable resource's stock lost at each period's end"
+    )
 
     # Who decides: None means the offline rules brain.
     model: str | None = Field(None, max_length=200)
@@ -152,6 +169,13 @@ class SimulationConfig(BaseModel):
                 raise ValueError(f"personality_models: unknown personality {name!r}; allowed: {', '.join(known)}")
         if self.roster is not None:
             self._check_roster(known)
+        resources = [r.name for r in self.resources]
+        for name in [*self.storable, *self.spoilage]:
+            if name not in resources:
+                raise ValueError(f"storable/spoilage: unknown resource {name!r}; allowed: {', '.join(resources)}")
+        for name, share in self.spoilage.items():
+            if not 0 <= share <= 1:  # also refuses NaN
+                raise ValueError(f"spoilage: share of {name!r} must be from 0 to 1 (got {share:g})")
         return self
 
     def _check_roster(self, known: list[str]) -> None:
@@ -168,7 +192,7 @@ class SimulationConfig(BaseModel):
                 raise ValueError(
                     f"roster row {row}: unknown personality {member.personality!r}; allowed: {', '.join(known)}"
                 )
-            for field in ("holdings", "needs", "wants"):
+            for field in ("holdings", "needs", "wants", "produces"):
                 unknown = sorted(set(getattr(member, field)) - resources)
                 if unknown:
                     raise ValueError(

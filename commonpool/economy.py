@@ -16,7 +16,17 @@ Quantities are whole units, so marginal values are discrete differences:
 gain_r(h) = v_r(h + 1) - v_r(h), loss_r(h) = v_r(h) - v_r(h - 1).
 
 Need fulfilment of a set of holdings = sum_r min(h_r, n_r) / sum_r n_r (1.0
-when nothing is needed). The brains, the facilitator, the engine and the
+when nothing is needed).
+
+Over periods (production.py), needs recur: at the end of period t a participant
+consumes c_irt = min(h_irt, n_ir) of what it holds then, h_irt. That period's
+utility is U_i(h_it), which reads as consumption plus holding:
+
+    u_it = sum_r [ lambda * c_irt  +  w_ir * ln(1 + h_irt) ]
+
+and a run's utility is the discounted sum  U_i = sum_{t=1..P} delta^(t-1) * u_it
+(delta = ``discount``). With one period and nothing consumed (the default
+model), U_i is the utility of the final holdings, as above. The brains, the facilitator, the engine and the
 metrics all use these functions (the SQL form lives below too), so "welfare
 rose" means the same thing everywhere.
 """
@@ -122,3 +132,13 @@ def marginal_value(
         holdings - 1, needs, wants, need_weight
     )
     return np.where(holdings > 0, (gain + loss) / 2, gain)
+
+
+def consumption(holdings: np.ndarray, needs: np.ndarray) -> np.ndarray:
+    """Units consumed at a period's end: c = min(h, n), up to the need of each resource."""
+    return np.minimum(np.maximum(holdings, 0), needs)
+
+
+def discounted(period_utility: np.ndarray, period: int, discount: float) -> np.ndarray:
+    """Weight of period `period` (from 1) in a run's utility: delta^(t-1) * u_t; their sum is the run's utility."""
+    return period_utility * discount ** (period - 1)

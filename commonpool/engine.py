@@ -1,4 +1,10 @@
-"""When things happen: rounds of disjoint pairs -> advise -> negotiate -> settle -> record.
+"""When things happen: periods of rounds of disjoint pairs -> advise -> negotiate -> settle -> record.
+
+A run's exchanges are split evenly over its periods (production.split_exchanges);
+a round never spans two periods. At each period's end of a run of several,
+participants consume, unused hours expire and goods spoil, and the next period
+starts with what they produce (production.py); with one period (the default)
+nothing of that happens and a run is the same, table for table, as before periods.
 
 A round pairs up to N/2 disjoint participants. Without models, their
 exchanges are decided as arrays, one turn at a time across the whole round
@@ -32,6 +38,7 @@ from commonpool.facilitator import MarketHistory
 from commonpool.ledger import REASONS, Ledger, Settlement
 from commonpool.llm.errors import FatalError
 from commonpool.population import Population, generate
+from commonpool.production import CONSUMED, EXPIRED, PRODUCED, SPOILED, Renewal, is_living, split_exchanges
 from commonpool.protocol import (
     ACCEPT,
     ACCEPTED,
@@ -178,6 +185,15 @@ def run_simulation(
     facilitator = (llm_facilitator or RulesFacilitator()) if config.facilitator else None
     target = int(rng.integers(config.min_exchanges, config.max_exchanges + 1))
     per_round = population.size // 2
+    # Exchanges done when each period ends; a one-period run's only bound is its target.
+    period_ends = np.cumsum(split_exchanges(target, config.periods))
+    renewal = (
+        Renewal(config, population.kinds, population.resources,
+                population.produces if population.produces is not None else np.zeros_like(population.holdings),
+                population.needs, population.wants)
+        if is_living(config) else None
+    )
+    period = 0  # index of the period under way
 
     meta = {**run_meta(config, population, target), **(labels or {})}
     started = time.perf_counter()
@@ -193,11 +209,20 @@ def run_simulation(
         done = accepted = rounds = 0
         status, error = "completed", None
         try:
-            while done < target:
+            while True:
+                while renewal is not None and period < config.periods and done >= period_ends[period]:
+                    recorded = resume is not None and resume.has_period(period + 1)
+                    end_period(renewal, ledger, recorder, period + 1, config, record=not recorded)
+                    period += 1
+                    if period < config.periods:
+                        recorded = resume is not None and resume.has_period(period)
+                        start_period(renewal, ledger, recorder, period + 1, record=not recorded)
+                if done >= target:
+                    break
                 if should_stop is not None and should_stop():
                     status = "cancelled"
                     break
-                size = min(per_round, target - done)
+                size = min(per_round, int(period_ends[period]) - done)
                 initiator, responder = pair_up(rng, world, size, config.pairing)
                 ids = np.arange(done + 1, done + size + 1, dtype=np.int64)
                 world.valuations = history.valuations(ledger.holdings, population.needs, population.wants) if facilitator else None
@@ -231,6 +256,32 @@ def run_simulation(
         writer.close(status, error)
     seconds = time.perf_counter() - started
     return RunResult(run_id, status, done, accepted, seconds, store.root / "runs" / run_id, error, recorder.llm_totals())
+
+
+def end_period(
+    renewal: Renewal, ledger: Ledger, recorder: Recorder, period: int, config: SimulationConfig, record: bool = True
+) -> None:
+    """Consume, expire and spoil at the end of period (from 1), through the ledger; record the flows and utilities.
+
+    record is False for a period a resumed run already recorded: its flows are applied again, not written again.
+    """
+    end = renewal.end_period(ledger.holdings)
+    for kind, units in ((CONSUMED, end.consumed), (EXPIRED, end.expired), (SPOILED, end.spoiled)):
+        ledger.remove(units)
+        if record:
+            recorder.add_flows(period, kind, units)
+    if record:
+        recorder.add_period_utility(
+            period, end.utility, economy.discounted(end.utility, period, config.discount), end.needed, end.unmet
+        )
+
+
+def start_period(renewal: Renewal, ledger: Ledger, recorder: Recorder, period: int, record: bool = True) -> None:
+    """Production at the start of period (from 2), through the ledger."""
+    produced = renewal.start_period(ledger.holdings)
+    ledger.add(produced)
+    if record:
+        recorder.add_flows(period, PRODUCED, produced)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Holdings and atomic swaps: the only code that moves resources.
+"""Holdings, atomic swaps and a period's flows: the only code that moves resources.
 
 A swap is: initiator gives qty_a units of resource a, responder gives qty_b
 units of resource b. It settles whole or not at all. Validation happens before
@@ -128,3 +128,17 @@ class Ledger:
         self._h[j, b] -= qb
         self._h[i, b] += qb
         return Settlement(valid=reason == OK, reason=reason)
+
+    def add(self, units: np.ndarray) -> None:
+        """Units that enter the economy (production): a participants x resources matrix of whole units >= 0."""
+        units = np.asarray(units, dtype=np.int64)
+        if units.shape != self._h.shape or (units < 0).any():
+            raise ValueError("units added must be a participants x resources matrix of units >= 0")
+        self._h += units
+
+    def remove(self, units: np.ndarray) -> None:
+        """Units that leave it (consumption, expiry, spoilage): all or nothing, never more than is held."""
+        units = np.asarray(units, dtype=np.int64)
+        if units.shape != self._h.shape or (units < 0).any() or (units > self._h).any():
+            raise ValueError("units removed must be a participants x resources matrix of units >= 0, at most those held")
+        self._h -= units

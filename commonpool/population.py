@@ -13,6 +13,7 @@ import numpy as np
 from commonpool.config import ParticipantSpec, SimulationConfig
 from commonpool.csv_safe import restore
 from commonpool.personalities import Traits
+from commonpool.production import draw_producers, is_living
 
 FIRST_NAMES = (
     "Ada Ben Chioma Dev Elif Femi Greta Hugo Ines Jun Kofi Lena Mateo Noor Oren Priya Quinn Rosa Sami "
@@ -37,6 +38,8 @@ class Population:
     needs: np.ndarray  # int64 [participant, resource]
     wants: np.ndarray  # float64 [participant, resource]
     traits: dict[str, np.ndarray]  # trait name -> float64 [participant]
+    # int64 [participant, resource]: units made a period (production.py); zeros in a one-period run, None: nothing
+    produces: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -52,6 +55,7 @@ class Population:
                     holdings={r: int(self.holdings[i, k]) for k, r in enumerate(self.resources)},
                     needs={r: int(self.needs[i, k]) for k, r in enumerate(self.resources) if self.needs[i, k]},
                     wants={r: round(float(self.wants[i, k]), 4) for k, r in enumerate(self.resources)},
+                    produces={r: int(self.produces[i, k]) for k, r in enumerate(self.resources) if self.produces is not None and self.produces[i, k]},
                     notes=self.notes[i],
                     brain=self.brains[i],
                 )
@@ -90,7 +94,9 @@ def generate(config: SimulationConfig, rng: np.random.Generator) -> Population:
 
     Everyone holds a surplus of two resources (4-9 units) and needs 2-4 units of
     up to two others that somebody else holds a surplus of; other resources they
-    hold 0 or 1 of. Wants are Dirichlet weights scaled to average 1.
+    hold 0 or 1 of. Wants are Dirichlet weights scaled to average 1. In a run
+    of several periods each produces 1-5 units a period of its surplus resources
+    (production.draw_producers, from a stream of its own).
     """
     if config.roster is not None:
         return from_specs(config, config.roster)
@@ -129,7 +135,8 @@ def generate(config: SimulationConfig, rng: np.random.Generator) -> Population:
         + (f" Needs {' and '.join(names_r[k] for k in np.flatnonzero(needs[i]))}." if needs[i].any() else "")
         for i in range(n)
     ]
-    return _assemble(config, names, personalities, notes, [None] * n, holdings, needs, wants)
+    produces = draw_producers(special, r, int(config.seed or 0)) if is_living(config) else np.zeros((n, r), dtype=np.int64)
+    return _assemble(config, names, personalities, notes, [None] * n, holdings, needs, wants, produces)
 
 
 def from_specs(config: SimulationConfig, specs: list[ParticipantSpec]) -> Population:
@@ -138,7 +145,10 @@ def from_specs(config: SimulationConfig, specs: list[ParticipantSpec]) -> Popula
     holdings = np.zeros((n, r), dtype=np.int64)
     needs = np.zeros((n, r), dtype=np.int64)
     wants = np.ones((n, r), dtype=np.float64)
+    produces = np.zeros((n, r), dtype=np.int64)
     for i, spec in enumerate(specs):
+        for name, units in spec.produces.items():
+            produces[i, index[name]] = units
         for name, units in spec.holdings.items():
             holdings[i, index[name]] = units
         for name, units in spec.needs.items():
@@ -154,6 +164,7 @@ def from_specs(config: SimulationConfig, specs: list[ParticipantSpec]) -> Popula
         holdings,
         needs,
         wants,
+        produces,
     )
 
 
@@ -166,6 +177,7 @@ def _assemble(
     holdings: np.ndarray,
     needs: np.ndarray,
     wants: np.ndarray,
+    produces: np.ndarray,
 ) -> Population:
     presets = {name: config.personality(name).traits for name in set(personalities)}
     traits = {
@@ -182,23 +194,28 @@ def _assemble(
         needs=needs.astype(np.int64),
         wants=wants.astype(np.float64),
         traits=traits,
+        produces=produces.astype(np.int64),
     )
 
 
 # --- roster files -----------------------------------------------------------------------------
 # CSV is wide so a spreadsheet user sees one member per row:
-# name, personality, notes, brain, holdings:<resource>..., needs:<resource>..., wants:<resource>...
+# name, personality, notes, brain, holdings:<resource>..., needs:<resource>..., wants:<resource>...,
+# and produces:<resource>... when anyone produces something.
 
 
 def roster_to_json(specs: list[ParticipantSpec]) -> str:
-    return json.dumps([s.model_dump(exclude_none=True) for s in specs], indent=2, ensure_ascii=False)
+    rows = [s.model_dump(exclude_none=True) for s in specs]
+    for row in rows:
+        if not row.get("produces"):
+            row.pop("produces", None)
+    return json.dumps(rows, indent=2, ensure_ascii=False)
 
 
 def roster_to_csv(specs: list[ParticipantSpec], resources: list[str]) -> str:
     out = io.StringIO()
-    fields = ["name", "personality", "notes", "brain"] + [
-        f"{part}:{r}" for part in ("holdings", "needs", "wants") for r in resources
-    ]
+    parts = ("holdings", "needs", "wants") + (("produces",) if any(s.produces for s in specs) else ())
+    fields = ["name", "personality", "notes", "brain"] + [f"{part}:{r}" for part in parts for r in resources]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     for s in specs:
@@ -207,6 +224,8 @@ def roster_to_csv(specs: list[ParticipantSpec], resources: list[str]) -> str:
             row[f"holdings:{r}"] = s.holdings.get(r, 0)
             row[f"needs:{r}"] = s.needs.get(r, 0)
             row[f"wants:{r}"] = s.wants.get(r, 1.0)
+            if "produces" in parts:
+                row[f"produces:{r}"] = s.produces.get(r, 0)
         writer.writerow(row)
     return out.getvalue()
 
@@ -276,15 +295,15 @@ def roster_from_csv(text: str) -> list[ParticipantSpec]:
     if repeated:
         raise RosterError(f"roster: the column {repeated[0]!r} appears more than once in the header")
     for column in header:
-        if ":" in column and column.split(":", 1)[0] not in ("holdings", "needs", "wants"):
-            raise RosterError(f"roster: unknown column {column!r}; use holdings:, needs: or wants: prefixes")
+        if ":" in column and column.split(":", 1)[0] not in ("holdings", "needs", "wants", "produces"):
+            raise RosterError(f"roster: unknown column {column!r}; use holdings:, needs:, wants: or produces: prefixes")
     specs = []
     for k, cells in enumerate(rows[1:], start=1):
         if len(cells) != len(header):
             raise RosterError(
                 f"roster row {k}: has {len(cells)} cells but the header has {len(header)} columns"
             )
-        spec: dict[str, object] = {"holdings": {}, "needs": {}, "wants": {}, "notes": ""}
+        spec: dict[str, object] = {"holdings": {}, "needs": {}, "wants": {}, "produces": {}, "notes": ""}
         for column, value in zip(header, cells):
             value = value.strip()
             if column in ("name", "personality", "notes"):

@@ -22,7 +22,7 @@ from commonpool.brains.rules import advice_notes, offer_messages, offer_repeats
 from commonpool.population import Population
 from commonpool.protocol import NO_RESOURCE, AdviceBatch, Decisions, ExchangeBatch, World, speaker_is_initiator
 from commonpool.store import RunWriter
-from commonpool.store.schema import ACTIONS, OUTCOMES, SOURCES, TABLES
+from commonpool.store.schema import ACTIONS, FLOW_KINDS, OUTCOMES, SOURCES, TABLES
 
 
 def coded(codes: np.ndarray, names: pa.Array) -> pa.DictionaryArray:
@@ -46,6 +46,7 @@ class Recorder:
         self.outcomes = pa.array(OUTCOMES)
         self.actions = pa.array(ACTIONS)
         self.sources = pa.array(SOURCES)
+        self.flow_kinds = pa.array(FLOW_KINDS)
         self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
         self.pending = 0
         self.llm_rows: list[dict[str, object]] = []
@@ -209,6 +210,34 @@ class Recorder:
             }
         )
 
+    def add_flows(self, period: int, kind: int, units: np.ndarray) -> None:
+        """A row per participant x resource that a period's flow of this kind moved (units > 0)."""
+        who, res = np.nonzero(units)
+        self.parts["flows"].append(
+            {
+                "period": np.full(len(who), period, dtype=np.int32),
+                "participant_id": who.astype(np.int32),
+                "resource": res,
+                "quantity": units[who, res].astype(np.int64),
+                "kind": np.full(len(who), kind, dtype=np.int16),
+            }
+        )
+
+    def add_period_utility(
+        self, period: int, utility: np.ndarray, discounted: np.ndarray, needed: np.ndarray, unmet: np.ndarray
+    ) -> None:
+        n = len(utility)
+        self.parts["period_utility"].append(
+            {
+                "period": np.full(n, period, dtype=np.int32),
+                "participant_id": np.arange(n, dtype=np.int32),
+                "utility": utility,
+                "discounted_utility": discounted,
+                "needed": needed.astype(np.int64),
+                "unmet": unmet.astype(np.int64),
+            }
+        )
+
     def add_llm_calls(self, rows: list[dict[str, object]]) -> None:
         self.llm_rows.extend(rows)
         for row in rows:
@@ -221,8 +250,10 @@ class Recorder:
         return dict(self.totals)
 
     def discard_round(self) -> None:
-        """Forget the rows of a round that could not finish; its LLM calls happened and stay."""
-        self.parts.clear()
+        """Forget the rows of a round that could not finish; its LLM calls, and the flows of a
+        period that ended before it, happened and stay."""
+        for table in [t for t in self.parts if t not in ("flows", "period_utility")]:
+            del self.parts[table]
         self.pending = 0
 
     def end_round(self, done: int, accepted: int) -> None:
@@ -260,6 +291,20 @@ class Recorder:
                     "quantity": t["quantity"],
                 },
             )
+        if "flows" in merged:
+            f = merged["flows"]
+            self._append(
+                "flows",
+                {
+                    "period": f["period"],
+                    "participant_id": f["participant_id"],
+                    "resource": coded(f["resource"], self.resources),
+                    "quantity": f["quantity"],
+                    "kind": coded(f["kind"], self.flow_kinds),
+                },
+            )
+        if "period_utility" in merged:
+            self._append("period_utility", merged["period_utility"])
         if self.llm_rows:
             columns = {key: [row.get(key) for row in self.llm_rows] for key in self.llm_rows[0]}
             self._append("llm_calls", columns)

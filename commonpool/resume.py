@@ -41,9 +41,13 @@ class Recorded:
     rounds: dict[int, dict[str, np.ndarray]]
     llm_totals: dict[str, float]
     next_call_id: int
+    periods: frozenset[int] = frozenset()  # periods (from 1) whose end, and the next one's production, are recorded
 
     def has_round(self, round_: int) -> bool:
         return round_ in self.rounds
+
+    def has_period(self, period: int) -> bool:
+        return period in self.periods
 
     def replay_round(
         self,
@@ -85,6 +89,10 @@ def load_recorded(writer: RunWriter, resources: list[str]) -> Recorded:
         return "read_parquet([" + ", ".join(sql_string(str(f)) for f in files) + "])" if files else None
 
     exchanges, offers, calls = source("exchanges"), source("offers"), source("llm_calls")
+    ended = source("period_utility")
+    periods = frozenset(
+        int(p) for (p,) in (con.execute(f"SELECT DISTINCT period FROM {ended}").fetchall() if ended else [])
+    )
     rounds: dict[int, dict[str, np.ndarray]] = {}
     if exchanges is not None:
         # The last proposal of each exchange is the offer both sides remember (and, if accepted, the deal).
@@ -130,7 +138,7 @@ def load_recorded(writer: RunWriter, resources: list[str]) -> Recorded:
         totals = {"llm_calls": int(count), "prompt_tokens": int(prompt), "completion_tokens": int(completion), "cost_usd": float(cost)}
         next_call_id = int(last) + 1
     con.close()
-    return Recorded(writer, rounds, totals, next_call_id)
+    return Recorded(writer, rounds, totals, next_call_id, periods)
 
 
 def resume_simulation(

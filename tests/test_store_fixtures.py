@@ -121,6 +121,22 @@ def sample_columns(n_exchanges: int, seed: int = 0) -> dict[str, dict[str, Any]]
             "error": [None],
             "finish_reason": ["stop"],
         },
+        # A unit produced and then consumed: flows with rows that leave final_holdings as transfers make them.
+        "flows": {
+            "period": np.array([2, 2], dtype=np.int32),
+            "participant_id": np.array([0, 0], dtype=np.int32),
+            "resource": [RESOURCES[0], RESOURCES[0]],
+            "quantity": np.array([2, 2], dtype=np.int64),
+            "kind": ["produced", "consumed"],
+        },
+        "period_utility": {
+            "period": np.ones(n_part, dtype=np.int32),
+            "participant_id": np.arange(n_part, dtype=np.int32),
+            "utility": rng.random(n_part),
+            "discounted_utility": rng.random(n_part),
+            "needed": np.full(n_part, 3, dtype=np.int64),
+            "unmet": np.arange(n_part, dtype=np.int64),
+        },
         "run_metrics": {
             "metric": ["acceptance_rate", "welfare_change"],
             "value": [0.5, float(n_exchanges)],

@@ -46,9 +46,10 @@ _DUCKDB_TYPES: dict[pa.DataType, str] = {
     pa.bool_(): "BOOLEAN",
 }
 
-# initial_holdings plus every transfer in, minus every transfer out. Built from
-# one UNION ALL so every initial_holdings row appears (zero ones too) and so does
-# any participant x resource pair that only transfers touched.
+# initial_holdings plus every transfer in, minus every transfer out, plus every
+# flow (produced adds; consumed, expired and spoiled remove). Built from one
+# UNION ALL so every initial_holdings row appears (zero ones too) and so does
+# any participant x resource pair that only transfers or flows touched.
 _FINAL_HOLDINGS_SQL = """
 CREATE VIEW final_holdings AS
 SELECT run_id, participant_id, resource, CAST(sum(quantity) AS BIGINT) AS quantity
@@ -56,6 +57,8 @@ FROM (
     SELECT run_id, participant_id, resource, quantity FROM initial_holdings
     UNION ALL SELECT run_id, to_id, resource, quantity FROM transfers
     UNION ALL SELECT run_id, from_id, resource, -quantity FROM transfers
+    UNION ALL SELECT run_id, participant_id, resource, CASE WHEN kind = 'produced' THEN quantity ELSE -quantity END
+              FROM flows
 )
 GROUP BY run_id, participant_id, resource
 """

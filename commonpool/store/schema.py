@@ -143,6 +143,30 @@ TABLES: dict[str, pa.Schema] = {
             ("finish_reason", pa.string()),  # why the reply ended (stop, length...); NULL without a reply
         ]
     ),
+    # A period's ledger events besides swaps (production.py): units produced, consumed,
+    # expired or spoiled; quantity > 0, its sign given by kind (produced adds, the rest remove).
+    "flows": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("period", pa.int32()),
+            ("participant_id", pa.int32()),
+            ("resource", _RES),
+            ("quantity", pa.int64()),
+            ("kind", _RES),  # produced, consumed, expired, spoiled
+        ]
+    ),
+    # Each participant's outcome at each period's end (runs of more than one period).
+    "period_utility": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("period", pa.int32()),
+            ("participant_id", pa.int32()),
+            ("utility", pa.float64()),  # economy.utility of the holdings just before consumption
+            ("discounted_utility", pa.float64()),  # discount^(period-1) x utility; summed: the run's utility
+            ("needed", pa.int64()),  # units needed this period
+            ("unmet", pa.int64()),  # units of that need not consumed
+        ]
+    ),
     # Outcome metrics of a run, computed once by metrics.run_metrics when the run
     # ends, so that a sweep of thousands of runs is summarised without rescanning
     # their exchanges. A metric of a group carries it after a colon
@@ -171,6 +195,7 @@ OUTCOME_LABELS: dict[str, str] = {
     "error": "error",
 }
 ACTIONS = ("propose", "counter", "accept", "reject")
+FLOW_KINDS = ("produced", "consumed", "expired", "spoiled")
 SOURCES = ("rules", "llm", "fallback")
 RUN_STATUSES = ("running", "completed", "failed", "interrupted", "cancelled")
 
