@@ -66,6 +66,10 @@ FLAGS = {
     "llm_max_tokens": "--llm-max-tokens",
     "structured_output": "--structured-output",
     "roster": "--roster",
+    "periods": "--periods",
+    "discount": "--discount",
+    "storable": "--storable",
+    "spoilage": "--spoilage",
 }
 
 
@@ -104,6 +108,15 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--roster", type=Path, default=None, help="CSV or JSON roster of participants")
     run.add_argument("--max-turns", default=None, metavar="N",
                      help=f"messages per exchange, the opening proposal included, 2-20 (default: {default('max_turns')})")
+    run.add_argument("--periods", default=None, metavar="P",
+                     help="periods the exchanges are split over, 1-10,000; with more than one, every period "
+                          f"produces, consumes and expires (default: {default('periods')})")
+    run.add_argument("--discount", default=None, metavar="D",
+                     help=f"weight of period t's utility: D^(t-1), 0 < D <= 1 (default: {default('discount')})")
+    run.add_argument("--storable", default=None, metavar="NAME,...",
+                     help="time or skill resources whose unused units carry over to the next period (default: none)")
+    run.add_argument("--spoilage", default=None, metavar="NAME=S,...",
+                     help="share of a storable resource's stock lost at each period's end, 0-1 (default: none)")
     run.add_argument("--no-facilitator", action="store_true", help="control run: no advice")
     run.add_argument("--pairing", default=None, help=f"random | need (default: {default('pairing')})")
     run.add_argument("--model", default=None, help="LiteLLM model for every participant (default: rules brain)")
@@ -172,6 +185,7 @@ def build_parser() -> Parser:
     roster.add_argument("--seed", default="0")
     roster.add_argument("--resources", default=None)
     roster.add_argument("--personalities", default=None)
+    roster.add_argument("--periods", default="1", help="more than 1: draw what each member produces (produces: columns)")
     roster.add_argument("--format", default="csv", help="csv | json")
 
     from commonpool.experiments.commands import add_sweep_parser
@@ -237,6 +251,8 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         "min_exchanges": args.min_exchanges,
         "max_exchanges": args.max_exchanges,
         "max_turns": args.max_turns,
+        "periods": args.periods,
+        "discount": args.discount,
         "pairing": args.pairing and _choice("--pairing", args.pairing, ("random", "need")),
         "concurrency": args.concurrency,
         "on_llm_failure": args.on_llm_failure and _choice("--on-llm-failure", args.on_llm_failure, ("fail", "fallback")),
@@ -258,6 +274,10 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         fields["resources"] = parse_resources(args.resources)
     if args.personalities is not None:
         fields["personalities"] = parse_mix(args.personalities)
+    if args.storable is not None:
+        fields["storable"] = [name.strip() for name in args.storable.split(",") if name.strip()]
+    if args.spoilage is not None:
+        fields["spoilage"] = parse_spoilage(args.spoilage)
     if args.personality_model:
         pairs = [item.partition("=") for item in args.personality_model]
         if any(not sep or not model for _, sep, model in pairs):
@@ -277,6 +297,20 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         if args.resources is None:
             fields["resources"] = resources_of(roster)
     return validated(fields)
+
+
+def parse_spoilage(text: str) -> dict[str, float]:
+    """--spoilage vegetables=0.2,bread loaves=0.5 as {resource: share}."""
+    shares: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.rpartition("=")
+        try:
+            shares[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise BadInput(f"--spoilage: use NAME=SHARE, e.g. vegetables=0.2 (got {item!r})")
+    return shares
 
 
 def read_custom_personalities(path: Path) -> list[Personality]:
@@ -705,7 +739,7 @@ def cmd_roster(args: argparse.Namespace, store_root: Path) -> int:
 
     fmt = _choice("--format", args.format, ("csv", "json"))
     fields: dict[str, object] = {"num_participants": args.num_participants, "seed": args.seed,
-                                 "min_exchanges": 1, "max_exchanges": 1}
+                                 "min_exchanges": 1, "max_exchanges": 1, "periods": args.periods}
     if args.resources is not None:
         fields["resources"] = parse_resources(args.resources)
     if args.personalities is not None:

@@ -118,7 +118,7 @@ def roster_table_from_upload(name: str, content: bytes) -> pd.DataFrame:
         raise RosterError(f"roster: {exc}") from None
     if name.lower().endswith(".json"):
         specs = roster_from_json(text)
-        resources = sorted({r for s in specs for part in (s.holdings, s.needs, s.wants) for r in part})
+        resources = sorted({r for s in specs for part in (s.holdings, s.needs, s.wants, s.produces) for r in part})
         return roster_table_from_csv(roster_to_csv(specs, resources))
     roster_from_csv(text)  # refuse a bad file here, where the upload is, not later in the editor
     return roster_table_from_csv(text)
@@ -130,7 +130,7 @@ def roster_csv(table: pd.DataFrame) -> str:
     for column in filled.columns:
         # An editor turns a unit column with a blank cell into floats; write
         # whole numbers as 4, not 4.0, which the roster parser rightly refuses.
-        if column.startswith(("holdings:", "needs:")) and pd.api.types.is_float_dtype(filled[column]):
+        if column.startswith(("holdings:", "needs:", "produces:")) and pd.api.types.is_float_dtype(filled[column]):
             values = filled[column].dropna()
             if (values == values.round()).all():
                 filled[column] = filled[column].astype("Int64")
@@ -173,6 +173,8 @@ FIELD_LABELS: dict[str, str] = {
     "model": "Engine for everyone",
     "facilitator_model": "Facilitator engine",
     "max_turns": "Max turns",
+    "periods": "Periods",
+    "discount": "Discount",
     "budget_usd": "Budget (USD)",
     "cost_per_1k_prompt_tokens": "Price per 1k prompt tokens",
     "cost_per_1k_completion_tokens": "Price per 1k completion tokens",

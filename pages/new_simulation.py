@@ -85,6 +85,21 @@ run_id = st.text_input("Run id (optional)", key="simulation_id", placeholder="ge
 slot("simulation_id")
 if run_id.strip():
     fields["simulation_id"] = run_id.strip()
+p1, p2 = st.columns(2)
+with p1:
+    fields["periods"] = st.number_input(
+        "Periods", value=default("periods"), min_value=1, step=1, key="periods", max_value=upper("periods"),
+        help="The exchanges above are the run's total, split evenly over the periods. With more than one, "
+             "every period ends with consumption (needs recur) and expiry of unused time and skills, and the "
+             "next starts with what everyone produces (a roster's produces: columns). 1: nothing renews.",
+    )
+    slot("periods")
+with p2:
+    fields["discount"] = st.number_input(
+        "Discount", value=default("discount"), min_value=0.01, max_value=1.0, step=0.01, key="discount",
+        help="Weight of period t's utility in the run's utility: discount^(t-1).",
+    )
+    slot("discount")
 
 # --- resources --------------------------------------------------------------------------------------
 st.subheader("Resources")

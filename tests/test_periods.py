@@ -224,3 +224,27 @@ def test_trade_goes_on_with_renewal_and_dies_out_without(tmp_path, seed: int) ->
     assert alive[4] >= alive[2] / 2, alive
     assert dying[4] < dying[0] / 20, dying
     assert alive[4] > 10 * max(dying[4], 1), (alive, dying)
+
+
+def test_the_cli_runs_periods_and_names_the_flag_of_a_bad_value(tmp_path, capsys) -> None:
+    from commonpool.cli import main
+
+    assert main(["--store", str(tmp_path), "run", "--periods", "0"]) == 2
+    assert "--periods" in capsys.readouterr().err
+    assert main(["--store", str(tmp_path), "run", "--periods", "3", "--spoilage", "turnips=0.2"]) == 2
+    assert "--storable/--spoilage: unknown resource 'turnips'" in capsys.readouterr().err
+    code = main(["--store", str(tmp_path), "run", "--seed", "1", "--periods", "3", "--discount", "0.9",
+                 "--storable", "childcare hours", "--spoilage", "vegetables=0.2", "--simulation-id", "p3"])
+    config = Store(tmp_path).run("p3").meta["config"]
+    assert code == 0 and config["periods"] == 3 and config["discount"] == 0.9
+    assert config["storable"] == ["childcare hours"] and config["spoilage"] == {"vegetables": 0.2}
+    assert Store(tmp_path).connect().execute("SELECT count(DISTINCT period) FROM period_utility").fetchone()[0] == 3
+
+
+def test_the_new_simulation_form_takes_periods_and_names_its_box() -> None:
+    from commonpool import form
+
+    config, problems = form.validate({"periods": 12, "discount": 0.95})
+    assert config is not None and config.periods == 12 and not problems
+    config, problems = form.validate({"periods": 0})
+    assert config is None and problems["periods"] == ["Periods: at least 1 (not 0)"]
