@@ -29,8 +29,24 @@ def _import_the_pages_libraries() -> None:
     from commonpool import charts, metrics  # noqa: F401
 
 
+def _navigation_from_the_first_visit() -> None:
+    """app.py's st.navigation from the first visit on, even one that opens a page's link.
+
+    With a pages/ folder beside app.py, Streamlit (1.67) runs a fresh server's
+    first session in its old folder mode until app.py has called st.navigation
+    once: a first visitor who opens e.g. /explore?run=X gets pages/explore.py
+    alone, with a sidebar of file names (app, shared, ...) and without app.py's
+    wide layout. st.navigation itself clears this class flag; clearing it
+    before the first session makes every session go through app.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+
+
 if __name__ == "__main__":
     threading.Thread(target=_import_the_pages_libraries, name="import-pages-libraries", daemon=True).start()
+    _navigation_from_the_first_visit()
     from streamlit.web import cli
 
     sys.exit(cli.main(["run", str(ROOT / "app.py"), *sys.argv[1:]]))

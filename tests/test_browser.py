@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,13 +67,14 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("store")
 
 
-@pytest.fixture(scope="module")
-def server(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def dashboard(store_dir: Path, log_path: Path) -> Iterator[str]:
+    """The dashboard as `bash scripts/dashboard.sh` serves it (scripts/serve_dashboard.py), on a free port."""
     port = free_port()
     env = {**os.environ, "COMMONPOOL_STORE": str(store_dir)}
-    log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("wb")
+    log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+        [sys.executable, "scripts/serve_dashboard.py", "--server.port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -86,6 +88,12 @@ def server(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with dashboard(store_dir, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +375,15 @@ def test_the_built_in_personalities_read_as_sentences_inside_their_column(server
         table.scroll_into_view_if_needed()
         shoot(page, f"12-personalities-{width}")
         context.close()
+
+
+def test_a_first_visit_by_a_page_link_gets_the_apps_pages_and_layout(tmp_path: Path, browser: Browser) -> None:
+    # A fresh server whose first visitor opens a page's link, as a link shared by a colleague does.
+    with dashboard(tmp_path / "store", tmp_path / "fresh.log") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/sql")
+        nav = page.get_by_test_id("stSidebarNav")
+        expect(nav.get_by_role("link", name="Explore a run")).to_be_visible(timeout=30_000)
+        expect(nav.get_by_role("link", name="shared")).to_have_count(0)
+        expect(nav.get_by_role("link", name="app")).to_have_count(0)
+        page.close()
