@@ -26,7 +26,19 @@ utility is U_i(h_it), which reads as consumption plus holding:
 
 and a run's utility is the discounted sum  U_i = sum_{t=1..P} delta^(t-1) * u_it
 (delta = ``discount``). With one period and nothing consumed (the default
-model), U_i is the utility of the final holdings, as above. The brains, the facilitator, the engine and the
+model), U_i is the utility of the final holdings, as above.
+
+Looking ahead (the rules brain, before the last period): units of r that
+outlast this period's consumption, k = h - min(h, n), carry over when r is
+storable (less its expected spoilage), and next period meet need beyond what
+production brings then, s' (p more for a good; max(p, k) for a skill topped up
+to capacity p). Their worth now is
+
+    a_r(h) = delta * lambda * [ min(s'(k), n) - min(s'(0), n) ]
+
+(``carried_need_value``): a unit of a good that will be needed next period is
+worth more than this period's utility says, and an hour that expires tonight
+is worth only that. The brains, the facilitator, the engine and the
 metrics all use these functions (the SQL form lives below too), so "welfare
 rose" means the same thing everywhere.
 """
@@ -142,3 +154,16 @@ def consumption(holdings: np.ndarray, needs: np.ndarray) -> np.ndarray:
 def discounted(period_utility: np.ndarray, period: int, discount: float) -> np.ndarray:
     """Weight of period `period` (from 1) in a run's utility: delta^(t-1) * u_t; their sum is the run's utility."""
     return period_utility * discount ** (period - 1)
+
+
+def carried_need_value(
+    carried: np.ndarray, produced: np.ndarray, need: np.ndarray, topped_up: np.ndarray,
+    need_weight: float, discount: float,
+) -> np.ndarray:
+    """a(k) = delta * lambda * [min(s(k), n) - min(s(0), n)]: the next period's need that k carried units meet.
+
+    s(k), next period's supply, is max(p, k) where the resource is topped up to a capacity p
+    (topped_up), else p + k. carried may be fractional (expected units after spoilage).
+    """
+    supply = np.where(topped_up, np.maximum(produced, carried), produced + carried)
+    return discount * need_weight * (np.minimum(supply, need) - np.minimum(produced, need))

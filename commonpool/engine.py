@@ -38,7 +38,16 @@ from commonpool.facilitator import MarketHistory
 from commonpool.ledger import REASONS, Ledger, Settlement
 from commonpool.llm.errors import FatalError
 from commonpool.population import Population, generate
-from commonpool.production import CONSUMED, EXPIRED, PRODUCED, SPOILED, Renewal, is_living, split_exchanges
+from commonpool.production import (
+    CONSUMED,
+    EXPIRED,
+    PRODUCED,
+    SPOILED,
+    Foresight,
+    Renewal,
+    is_living,
+    split_exchanges,
+)
 from commonpool.protocol import (
     ACCEPT,
     ACCEPTED,
@@ -194,6 +203,9 @@ def run_simulation(
         if is_living(config) else None
     )
     period = 0  # index of the period under way
+    if renewal is not None:
+        # The rules brain values a unit against the coming period's needs too (Foresight).
+        world.foresight = Foresight(renewal, config.discount, last_period=config.periods == 1)
 
     meta = {**run_meta(config, population, target), **(labels or {})}
     started = time.perf_counter()
@@ -215,6 +227,8 @@ def run_simulation(
                     end_period(renewal, ledger, recorder, period + 1, config, record=not recorded)
                     period += 1
                     if period < config.periods:
+                        if world.foresight is not None:
+                            world.foresight.last_period = period == config.periods - 1
                         recorded = resume is not None and resume.has_period(period)
                         start_period(renewal, ledger, recorder, period + 1, record=not recorded)
                 if done >= target:

@@ -116,3 +116,25 @@ class Renewal:
         """Units produced at a period's start: capacity resources topped up to p, goods p more."""
         topped_up = np.maximum(self.produces - holdings, 0)
         return np.where(self.capacity, topped_up, self.produces).astype(np.int64)
+
+
+@dataclass
+class Foresight:
+    """What a unit held now is worth next period (economy.carried_need_value), for brains that look ahead.
+
+    Zero in the last period: nothing comes after it. Expiring resources carry nothing.
+    """
+
+    renewal: Renewal
+    discount: float
+    last_period: bool = False
+
+    def value(self, participants: np.ndarray, resources: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """a_r(h) of participants holding held units of resources (the three broadcast together)."""
+        if self.last_period:
+            return np.zeros(np.broadcast(participants, resources, held).shape)
+        r = self.renewal
+        need, produced = r.needs[participants, resources], r.produces[participants, resources]
+        kept = np.maximum(held - np.minimum(held, need), 0) * (1.0 - r.spoilage[resources])
+        carried = np.where(r.expires[resources], 0.0, kept)
+        return economy.carried_need_value(carried, produced, need, r.capacity[resources], r.need_weight, self.discount)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from commonpool.facilitator import MarketHistory
 from commonpool.population import Population
+from commonpool.production import Foresight
 from commonpool.store.schema import ACTIONS, OUTCOMES, SOURCES
 
 PROPOSE, COUNTER, ACCEPT, REJECT = (ACTIONS.index(a) for a in ("propose", "counter", "accept", "reject"))
@@ -244,3 +245,4 @@ class World:
     need_weight: float
     history: MarketHistory
     valuations: np.ndarray | None  # this round's facilitator valuations; None without a facilitator
+    foresight: Foresight | None = None  # next period's worth of a holding; None in a one-period run

@@ -248,3 +248,75 @@ def test_the_new_simulation_form_takes_periods_and_names_its_box() -> None:
     assert config is not None and config.periods == 12 and not problems
     config, problems = form.validate({"periods": 0})
     assert config is None and problems["periods"] == ["Periods: at least 1 (not 0)"]
+
+
+def _two_people_world(last_period: bool):
+    """Ann holds 3 hours (expiring) and 3 jam (storable), needs 1 of each a period and makes neither; Ben holds bread."""
+    from commonpool.facilitator import MarketHistory
+    from commonpool.production import Foresight, Renewal
+    from commonpool.protocol import World
+
+    resources = [ResourceSpec(name="hours", kind="time"), ResourceSpec(name="jam", kind="good"),
+                 ResourceSpec(name="bread", kind="good")]
+    roster = [ParticipantSpec(name="Ann", personality="cautious", holdings={"hours": 3, "jam": 3},
+                              needs={"hours": 1, "jam": 1}, wants={"hours": 1, "jam": 1, "bread": 1}),
+              ParticipantSpec(name="Ben", personality="cautious", holdings={"bread": 6})]
+    config = SimulationConfig(seed=1, num_participants=2, resources=resources, roster=roster, periods=3, discount=0.9)
+    population = generate(config, np.random.default_rng(1))
+    renewal = Renewal(config, population.kinds, population.resources, population.produces, population.needs,
+                      population.wants)
+    world = World(population, population.holdings, config.need_weight, MarketHistory(2, 3), None,
+                  Foresight(renewal, config.discount, last_period=last_period))
+    return world, config
+
+
+def test_the_rules_brain_values_a_storable_unit_against_next_period_s_need_and_an_expiring_hour_at_tonight_s() -> None:
+    from commonpool.brains.rules import swap_gains
+
+    world, config = _two_people_world(last_period=False)
+    ann, ben = np.array([0]), np.array([1])
+    hours, jam, bread = np.array([0]), np.array([1]), np.array([2])
+    two, one = np.array([2]), np.array([1])
+    give_hours, _, _ = swap_gains(world, ann, ben, hours, bread, two, one)
+    give_jam, _, _ = swap_gains(world, ann, ben, jam, bread, two, one)
+    myopic = world.__class__(world.population, world.holdings, world.need_weight, world.history, None)
+    give_hours_now, _, _ = swap_gains(myopic, ann, ben, hours, bread, two, one)
+    give_jam_now, _, _ = swap_gains(myopic, ann, ben, jam, bread, two, one)
+    # This period the two are worth the same to Ann; but 2 of her 3 jam would meet next period's need of 1,
+    # which 3 hours cannot (they expire tonight): giving jam costs her discount x need_weight more.
+    assert give_hours_now[0] == pytest.approx(give_jam_now[0])
+    assert give_hours[0] == pytest.approx(give_hours_now[0])
+    assert give_jam[0] == pytest.approx(give_jam_now[0] - config.discount * config.need_weight)
+    last, _ = _two_people_world(last_period=True)
+    assert swap_gains(last, ann, ben, jam, bread, two, one)[0][0] == pytest.approx(give_jam_now[0])
+
+
+def test_the_rules_brain_s_grid_and_its_single_offer_gains_agree_when_it_looks_ahead() -> None:
+    from commonpool.brains.rules import _grid, grid_gains, grid_size, swap_gains
+    from commonpool.protocol import ExchangeBatch
+
+    world, _ = _two_people_world(last_period=False)
+    batch = ExchangeBatch.open(0, np.array([1]), np.array([0]), np.array([1]), 6, None)
+    rows = np.array([0])
+    for a, b in ((0, 2), (1, 2)):
+        g_i, g_j, _ = grid_gains(world, batch, rows, np.array([a]), np.array([b]))
+        x, y, _ = _grid(grid_size(world))
+        s_i, s_j, _ = swap_gains(world, np.array([0]), np.array([1]), np.array([a]), np.array([b]), x, y)
+        assert np.allclose(g_i, s_i) and np.allclose(g_j, s_j)
+
+
+def test_a_cancelled_living_run_resumes_to_the_same_tables(tmp_path) -> None:
+    from commonpool.resume import resume_simulation
+    from tests.run_tables import run_tables
+
+    store = Store(tmp_path)
+    base = dict(seed=9, num_participants=10, min_exchanges=200, max_exchanges=200, periods=7, spoilage={"vegetables": 0.3})
+    whole = run_simulation(SimulationConfig(simulation_id="whole", **base), store)
+    calls = iter(range(1000))
+    cut = run_simulation(SimulationConfig(simulation_id="cut", **base), store, should_stop=lambda: next(calls) >= 13)
+    assert cut.status == "cancelled"
+    resumed = resume_simulation("cut", store)
+    assert resumed.status == "completed"
+    a, b = run_tables(store, whole.run_id), run_tables(store, "cut")
+    for table in ("flows", "period_utility", "exchanges", "transfers", "offers"):
+        assert a[table] == b[table], table

@@ -27,6 +27,11 @@ A reply accepts an offer when it passes the speaker's own test (own gain >=
 min_gain and own gain + altruism x partner gain >= 0) and is at least as good
 as the counter the speaker would make (the AC_next acceptance condition,
 Baarslag et al. 2014); on the last turn any offer that passes is accepted.
+
+In a run of several periods a speaker also looks ahead (world.foresight,
+production.Foresight): a unit counts for what it would be worth next period
+too (economy.carried_need_value), so storable units that would meet next
+period's need are dearer to give than hours that expire at the period's end.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from commonpool import economy
+from commonpool.production import Foresight
 from commonpool.protocol import (
     ACCEPT,
     COUNTER,
@@ -69,8 +75,21 @@ def swap_gains(
     i, j, a, b = (v.reshape(v.shape + (1,) * (x.ndim - 1)) if x.ndim > 1 else v for v in (i, j, a, b))
     g_i = economy.swap_gain(h[i, a], h[i, b], n[i, a], n[i, b], w[i, a], w[i, b], x, y, lam)
     g_j = economy.swap_gain(h[j, b], h[j, a], n[j, b], n[j, a], w[j, b], w[j, a], y, x, lam)
+    ahead = world.foresight
+    if ahead is not None:
+        g_i = g_i + ahead_gain(ahead, i, b, h[i, b], y) + ahead_gain(ahead, i, a, h[i, a], -x)
+        g_j = g_j + ahead_gain(ahead, j, a, h[j, a], x) + ahead_gain(ahead, j, b, h[j, b], -y)
     feasible = (x <= h[i, a]) & (y <= h[j, b]) & (x >= 1) & (y >= 1) & (a != b)
     return g_i, g_j, feasible
+
+
+def ahead_gain(ahead: Foresight, who: np.ndarray, res: np.ndarray, held: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """Change in next period's worth (Foresight.value) when who's holding of res moves by change.
+
+    A giver's is negative: it loses the need its units would have met next period,
+    beyond this period's (an hour that expires tonight loses it nothing).
+    """
+    return ahead.value(who, res, held + change) - ahead.value(who, res, held)
 
 
 @functools.cache
@@ -90,6 +109,11 @@ def _legs(world: World, giver: np.ndarray, taker: np.ndarray, q: int) -> tuple[n
     qty = np.arange(1, q + 1)
     loss = economy.loss_of_giving(h[giver][:, :, None], n[giver][:, :, None], w[giver][:, :, None], qty, lam)
     gain = economy.gain_of_getting(h[taker][:, :, None], n[taker][:, :, None], w[taker][:, :, None], qty, lam)
+    if world.foresight is not None:
+        # Looking ahead (production.Foresight): what the units would be worth next period counts too.
+        res = np.arange(h.shape[1])[None, :, None]
+        loss = loss - ahead_gain(world.foresight, giver[:, None, None], res, h[giver][:, :, None], -qty)
+        gain = gain + ahead_gain(world.foresight, taker[:, None, None], res, h[taker][:, :, None], qty)
     return loss, gain, qty <= h[giver][:, :, None]
 
 
