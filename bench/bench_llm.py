@@ -3,12 +3,17 @@ cached re-run >= 1,000 decisions/s; issue 11: a CLI run's first request within o
 of process start, its exit within 1 s of the last reply).
 
 Run: python bench/bench_llm.py [--latency-ms 200] [--participants 40] [--exchanges 200] [--concurrency 20]
-                               [--startup-only] [--startup-runs 3]
+                               [--startup-only] [--startup-runs 5] [--tree PATH]
 
 Start-up comes first: `commonpool run` as a fresh process against a fake server in
 this process, timed from just before the process is spawned to the server's first
 request, and from the server's last reply to the process's exit; and, for scale,
-how long `import litellm` takes in a fresh interpreter on this machine.
+how long `import litellm` takes in a fresh interpreter just before each run (the
+machine's load changes, so each run is compared with its own yardstick). Each
+phase in between is timed too (bench/phases/sitecustomize.py marks them in the run
+and its workers) and printed with the medians over the runs. --tree runs another
+checkout's commonpool (say, `git archive HEAD` unpacked) with this venv, so a
+change can be measured against what it replaces in one session.
 
 The server runs in its own process; the CPU time reported is ours: the run's process
 plus the LLM worker processes (commonpool/llm/workers.py), read from /proc. A short
@@ -60,25 +65,86 @@ def litellm_import_s() -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def cli_startup(latency_ms: float) -> tuple[float, float, float, int]:
-    """(process start -> first request, last reply -> exit, whole process, exit code) of one CLI LLM run."""
+# Phases of a CLI LLM run, from the marks of bench/phases/sitecustomize.py: (label, from, to), each
+# mark "name>" or "name<" of the run's process, "w:" of its first worker; "spawn", "first request",
+# "last reply" and "exit" are this process's own times.
+STARTUP_PHASES = [
+    ("python + CLI imports", "spawn", "config>"),
+    ("worker spawned at", "spawn", "spawn worker>"),
+    ("worker python + imports", "spawn worker>", "w:import litellm>"),
+    ("worker import litellm", "w:import litellm>", "w:import litellm<"),
+    ("litellm loaded -> run starts", "w:import litellm<", "run_simulation>"),
+    ("run set-up -> first call", "run_simulation>", "first call>"),
+    ("worker: call -> on the wire", "w:worker first complete>", "first request"),
+    ("FIRST REQUEST at", "spawn", "first request"),
+]
+EXIT_PHASES = [
+    ("last reply -> run_metrics", "last reply", "run_metrics>"),
+    ("run_metrics", "run_metrics>", "run_metrics<"),
+    ("writer close", "writer close>", "writer close<"),
+    ("summary", "summary>", "summary<"),
+    ("summary -> exit", "summary<", "exit"),
+    ("LAST REPLY -> EXIT", "last reply", "exit"),
+]
+
+
+def cli_startup(latency_ms: float, tree: Path = ROOT) -> tuple[dict[str, float], int]:
+    """The marks (seconds after spawn) of one CLI LLM run of tree's commonpool, and its exit code."""
     sys.path.insert(0, str(ROOT / "tests"))
     from fake_llm_server import FakeLLMServer
 
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "OPENAI_API_BASE"}
     with FakeLLMServer(latency_ms=latency_ms) as server, tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "phases.log"
+        environment.update(COMMONPOOL_PHASES_LOG=str(log), PYTHONPATH=str(ROOT / "bench" / "phases"))
         args = [
-            sys.executable, "-m", "commonpool", "run", "--store", folder, "--seed", "3", "--num-participants", "10",
-            "--min-exchanges", "20", "--max-exchanges", "20", "--model", "openai/fake", "--facilitator-model", "openai/fake",
-            "--api-base", server.base_url, "--no-progress",
+            sys.executable, "-m", "commonpool", "run", "--store", str(Path(folder) / "store"), "--seed", "3",
+            "--num-participants", "10", "--min-exchanges", "20", "--max-exchanges", "20", "--model", "openai/fake",
+            "--facilitator-model", "openai/fake", "--api-base", server.base_url, "--no-progress",
         ]
         started = time.monotonic()
-        code = subprocess.run(args, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL).returncode
+        code = subprocess.run(args, cwd=tree, env=environment, stdout=subprocess.DEVNULL).returncode
         ended = time.monotonic()
         arrivals, replies = server.arrivals, server.replies
-    if not arrivals:
-        return float("nan"), float("nan"), ended - started, code
-    return arrivals[0] - started, ended - max(replies), ended - started, code
+        lines = [(line.split(" ", 1)[0], *line.split(" ", 1)[1].rsplit(" ", 1)) for line in log.read_text().splitlines()]
+    run_pid = lines[0][0]  # the first to start is the run's process
+    worker_pid = next((pid for pid, name, _ in lines if pid != run_pid), None)
+    marks = {"spawn": 0.0, "exit": ended - started}
+    if arrivals:
+        marks.update({"first request": arrivals[0] - started, "last reply": max(replies) - started})
+    for pid, name, at in lines:
+        key = name if pid == run_pid else f"w:{name}" if pid == worker_pid else None
+        if key is not None:
+            marks.setdefault(key, float(at) - started)  # the first time each happens
+    for pid, name, at in lines:  # a phase's end: the last time (run_metrics, writer close are once)
+        if pid == run_pid and name.endswith("<"):
+            marks[name] = float(at) - started
+    return marks, code
+
+
+def print_phases(runs: list[tuple[dict[str, float], float]]) -> None:
+    """One column per run and the median, per phase; then first request and exit against their targets."""
+    from statistics import median
+
+    def cell(value: float | None) -> str:
+        return "     -" if value is None else f"{value:6.2f}"
+
+    width = max(len(label) for label, _, _ in STARTUP_PHASES + EXIT_PHASES) + 2
+    print(f"{'seconds':<{width}}" + "".join(f"  run {k + 1}" for k in range(len(runs))) + "  median")
+    for label, start, end in [("import litellm (fresh)", "", ""), *STARTUP_PHASES, *EXIT_PHASES]:
+        values = [
+            yardstick if not start else (marks[end] - marks[start] if start in marks and end in marks else None)
+            for marks, yardstick in runs
+        ]
+        known = [v for v in values if v is not None]
+        print(f"{label:<{width}}" + "".join(f" {cell(v)}" for v in values) + f" {cell(median(known) if known else None)}")
+    first = [m["first request"] - y for m, y in runs if "first request" in m]
+    ratio = [m["first request"] / y for m, y in runs if "first request" in m]
+    tail = [m["exit"] - m["last reply"] for m, _ in runs if "last reply" in m]
+    if first:
+        print(f"first request - import litellm: median {median(first):.2f} s (target <= 1 s); "
+              f"first request / import litellm: median {median(ratio):.2f}")
+        print(f"last reply -> exit: median {median(tail):.2f} s (target <= 1 s)")
 
 
 def main() -> None:
@@ -88,14 +154,18 @@ def main() -> None:
     parser.add_argument("--exchanges", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--startup-only", action="store_true", help="only the CLI start-up and exit figures")
-    parser.add_argument("--startup-runs", type=int, default=3)
+    parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose `commonpool run` start-up is timed")
     args = parser.parse_args()
 
-    yardstick = litellm_import_s()
-    for k in range(args.startup_runs):
-        first, tail, whole, code = cli_startup(args.latency_ms)
-        print(f"cli run {k + 1}: first request {first:.2f}s after start (target <= import litellm {yardstick:.2f}s + 1 s), "
-              f"exit {tail:.2f}s after the last reply (target <= 1 s), whole {whole:.2f}s, exit code {code}")
+    runs = []
+    for _ in range(args.startup_runs):
+        yardstick = litellm_import_s()
+        marks, code = cli_startup(args.latency_ms, args.tree.resolve())
+        if code:
+            print(f"a run exited with code {code}")
+        runs.append((marks, yardstick))
+    print_phases(runs)
     if args.startup_only:
         return
 
