@@ -460,6 +460,8 @@ def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
     if args.output_dir is not None:
         _check_folder(args.output_dir, "--output-dir")
     if config.uses_llm():
+        import commonpool.brains.llm  # noqa: F401  the run's next import, done while the worker loads LiteLLM
+
         _check_credentials(config)
     bar = _progress_bar(args.no_progress)
     try:

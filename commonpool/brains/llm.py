@@ -149,9 +149,7 @@ class LLMSession:
         self.rows: list[tuple[tuple[int, int, int], dict[str, object]]] = []
         self.next_call_id = first_call_id
         self.stopping: FatalError | None = None  # set when a fatal error in fail mode ends the round
-        # What the run's end needs (pandas and the metric SQL, a second or so to import) is
-        # loaded while this run waits for its models, not after their last answer.
-        threading.Thread(target=importlib.import_module, args=("commonpool.metrics",), daemon=True).start()
+        self.rounds_run = 0
 
     def run_all(self, jobs: list[Coroutine[Any, Any, T]]) -> list[T]:
         """Run a round's jobs (one per exchange) together on the loop; results in job order.
@@ -161,6 +159,12 @@ class LLMSession:
         """
         self.stopping = None
         results = self.loop.run(_gather(jobs))
+        self.rounds_run += 1
+        if self.rounds_run == 1:
+            # What the run's end needs (pandas and the metric SQL, a second or so to import) is
+            # loaded while the run waits for its models; after the first round, so that it does
+            # not compete with the first request (and LiteLLM's import) for the cores.
+            threading.Thread(target=importlib.import_module, args=("commonpool.metrics",), daemon=True).start()
         for result in results:
             if isinstance(result, BaseException):
                 raise result

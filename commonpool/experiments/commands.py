@@ -13,13 +13,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from commonpool.cli import BadInput, Parser, _cell, _choice, _print_table, add_run_flags, config_from_args
 from commonpool.config import SimulationConfig
-from commonpool.experiments.executor import EXECUTORS
 from commonpool.experiments.spec import SAMPLERS, SpecError, load_spec, parse_spec, parse_vary
-from commonpool.store import Store
+
+# The store and the executors (DuckDB, pyarrow, numpy: a quarter of a second) are imported
+# when a sweep command runs, not when the CLI builds its parser for every command (an LLM
+# run's first worker starts only once the flags are read).
+if TYPE_CHECKING:
+    from commonpool.store import Store
 
 
 def add_sweep_parser(sub: argparse._SubParsersAction, store: argparse.ArgumentParser) -> None:
@@ -107,6 +111,8 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _execution(args: argparse.Namespace) -> tuple[str | None, int | None]:
+    from commonpool.experiments.executor import EXECUTORS
+
     executor = None if args.executor is None else _choice("--executor", args.executor, EXECUTORS)
     workers = _whole("--workers", args.workers, 1, 1024)
     if args.ray_address is not None and executor != "ray":
@@ -135,6 +141,8 @@ class _SweepBar:
 def cmd_sweep(args: argparse.Namespace, store_root: Path) -> int:
     handlers = {"run": _run, "list": _list, "show": _show, "export": _export, "resume": _resume}
     try:
+        from commonpool.store import Store
+
         return handlers[args.sweep_command](args, Store(store_root))
     except SpecError as exc:
         raise BadInput(str(exc)) from None

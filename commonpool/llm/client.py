@@ -42,6 +42,19 @@ def import_litellm() -> Any:
     return _litellm
 
 
+async def warm_up() -> None:
+    """Have LiteLLM load what it loads on its first call (logging callbacks, provider configs:
+    0.2-0.6 s), with a mock reply that sends nothing, so a first request does not wait for it."""
+    litellm = import_litellm()
+    try:
+        await litellm.acompletion(
+            model="openai/commonpool-warm-up", messages=[{"role": "user", "content": "-"}],
+            mock_response="{}", api_key="unused", max_retries=0,
+        )
+    except Exception:  # a warm-up only: the first real call loads whatever this did not
+        pass
+
+
 class LiteLLMModel:
     """Sends one request through litellm.acompletion with LiteLLM's and the SDK's own retries off.
 

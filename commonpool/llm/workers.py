@@ -13,8 +13,9 @@ Workers start on the first call that needs a provider (or earlier, when the CLI
 asks them to check credentials while it sets the run up), so a rerun answered
 from the cache never starts one, and they live for the process: the dashboard's
 second run pays no start-up. One worker starts first and the rest once it has
-LiteLLM loaded, so on a small machine the first request waits for one import,
-not for several competing for the same cores. Each session sends its environment
+answered a call, so on a small machine the first request waits for one LiteLLM
+import, not for several competing for the same cores (nor for a second import
+beside the first request's own set-up). Each session sends its environment
 first (keys and bases may come from .env files loaded after the workers started),
 and messages on a worker's pipe are handled in order.
 """
@@ -74,7 +75,7 @@ def worker_count() -> int:
 def serve(conn: Connection) -> None:
     """A worker's main: one event loop reads calls from conn and answers each as it finishes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle; it stops us by closing the pipe
-    from commonpool.llm.client import LiteLLMModel, import_litellm
+    from commonpool.llm.client import LiteLLMModel, import_litellm, warm_up
     from commonpool.llm.loop import InlineSetupExecutor
     from commonpool.llm.preflight import check_here
 
@@ -122,6 +123,9 @@ def serve(conn: Connection) -> None:
                 return
 
     loop.add_reader(conn.fileno(), read)
+    # LiteLLM's first call loads more of it; do that while the run's process sets up. Two
+    # turns of the loop later, so a credentials check already waiting is answered first.
+    loop.call_soon(loop.call_soon, lambda: loop.create_task(warm_up()))
     loop.run_forever()
     # Nothing of ours is left to flush; Python's own shutdown of LiteLLM's modules and
     # threads takes about a second, which the run's process would wait for at exit.
@@ -157,7 +161,6 @@ class _Worker:
     send_lock: threading.Lock = field(default_factory=threading.Lock)  # apart, so answers are read while a send waits
     alive: bool = True
     ready: threading.Event = field(default_factory=threading.Event)  # LiteLLM is loaded
-    on_ready: Any = None  # called (in the reader thread) once the worker is ready
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.send_lock:
@@ -172,8 +175,6 @@ class _Worker:
                 break
             if call_id == READY:
                 self.ready.set()
-                if self.on_ready is not None:
-                    self.on_ready()
                 continue
             with self.lock:
                 waiting = self.pending.pop(call_id, None)
@@ -211,20 +212,22 @@ class WorkerPool:
         self._ids = itertools.count(READY + 1)
         self._lock = threading.Lock()
         self._closed = False
+        self._grown = False  # a call has been answered: start them all
 
     def _start(self) -> list[_Worker]:
         """The live workers, starting any missing (on first use, or to replace one that died).
 
-        Until one worker is ready only one is started: the others' imports would compete
-        with its import for the cores, and delay the run's first request.
+        Until a call has been answered only one is started: the others' imports would
+        compete for the cores with its import and with the first request's set-up (in
+        this process and in LiteLLM), and delay the run's first request.
         """
         with self._lock:
             if self._closed:
                 return []
             self._workers = [w for w in self._workers if w.alive]
-            wanted = self.size if any(w.ready.is_set() for w in self._workers) else 1
+            wanted = self.size if self._grown else 1
             while len(self._workers) < wanted:
-                worker = _Worker(*_spawn(), on_ready=self._start)
+                worker = _Worker(*_spawn())
                 threading.Thread(target=worker.read, name="commonpool-llm-worker-reader", daemon=True).start()
                 self._workers.append(worker)
                 if self._environment is not None:  # a late starter gets what the others were sent
@@ -247,7 +250,11 @@ class WorkerPool:
 
     async def call(self, api_base: str | None, timeout_s: float, prices: Prices | None, request: ChatRequest, attempt: int) -> tuple[Any, ...]:
         """One LiteLLMModel call in the least busy ready worker (or the first, while none is); its result tuple (see serve)."""
-        return await self._request(self._least_busy(), "call", api_base, timeout_s, prices, request, attempt)
+        result = await self._request(self._least_busy(), "call", api_base, timeout_s, prices, request, attempt)
+        if not self._grown:
+            self._grown = True
+            self._start()
+        return result
 
     def _least_busy(self) -> _Worker:
         workers = self._start()
@@ -276,12 +283,9 @@ class WorkerPool:
         """Start every worker and wait until each has LiteLLM loaded (a benchmark's one-off, like import_litellm)."""
 
         async def ping_all() -> None:
-            while True:  # the first ping waits for the first worker, which then starts the rest
-                workers = self._start()
-                await asyncio.gather(*(self._request(worker, "ping") for worker in workers))
-                if len(workers) >= self.size:
-                    return
+            await asyncio.gather(*(self._request(worker, "ping") for worker in self._start()))
 
+        self._grown = True
         asyncio.run(ping_all())
 
     async def _request(self, worker: _Worker, kind: str, *arguments: Any) -> tuple[Any, ...]:
@@ -300,11 +304,18 @@ class WorkerPool:
                 worker.pending.pop(call_id, None)
 
     def close(self) -> None:
-        """Stop the workers; one that does not go within STOP_WAIT_S is terminated, so exit never waits long."""
+        """Stop the workers; one that does not go within STOP_WAIT_S is terminated, so exit never waits long.
+
+        One still importing LiteLLM would read "stop" only once it has loaded it: it is
+        terminated at once, as it holds nothing.
+        """
         with self._lock:
             self._closed = True
             workers, self._workers = self._workers, []
         for worker in workers:
+            if not worker.ready.is_set():
+                worker.process.terminate()
+                continue
             try:
                 worker.send(("stop",))
             except OSError:
