@@ -480,14 +480,18 @@ def cmd_run(args: argparse.Namespace, store_root: Path) -> int:
 
 
 def _report(result: RunResult, store: Store) -> None:
-    from commonpool import metrics
-
     print(f"run {result.run_id}: {result.status}, {result.exchanges} exchanges, {result.accepted} accepted "
           f"({result.accepted / max(result.exchanges, 1):.0%}) in {result.seconds:.2f}s")
     con = store.connect()
     try:
         if result.exchanges:
-            s = metrics.summary(con, result.run_id)
+            # A completed run's figures were just computed and stored (run_metrics); asking again costs 0.1-1 s.
+            if result.metrics is not None:
+                s: dict[str, object] = result.metrics
+            else:
+                from commonpool import metrics
+
+                s = metrics.summary(con, result.run_id)
 
             def shown(key: str, spec: str) -> str:  # a figure with no value (e.g. no needs at all) is "-"
                 return "-" if s.get(key) is None else format(s[key], spec)

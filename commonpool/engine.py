@@ -92,6 +92,7 @@ class RunResult:
     path: Path
     error: str | None = None
     llm: dict[str, float] = field(default_factory=dict)  # llm_calls, prompt_tokens, completion_tokens, cost_usd
+    metrics: dict[str, float] | None = None  # what record_run_metrics stored (a completed run), for a caller to show
 
 
 def new_run_id() -> str:
@@ -265,11 +266,12 @@ def run_simulation(
             if session is not None:
                 session.close()
         recorder.flush(done, accepted)
+        metrics = None
         if status == "completed":
-            record_run_metrics(store, writer, recorder.run_tables(ledger.holdings), meta["config"])
+            metrics = record_run_metrics(store, writer, recorder.run_tables(ledger.holdings), meta["config"])
         writer.close(status, error)
     seconds = time.perf_counter() - started
-    return RunResult(run_id, status, done, accepted, seconds, store.root / "runs" / run_id, error, recorder.llm_totals())
+    return RunResult(run_id, status, done, accepted, seconds, store.root / "runs" / run_id, error, recorder.llm_totals(), metrics)
 
 
 def end_period(
@@ -450,7 +452,7 @@ def settle_round(
 
 def record_run_metrics(
     store: Store, writer: RunWriter, tables: dict[str, pa.Table] | None = None, config: dict[str, Any] | None = None
-) -> None:
+) -> dict[str, float]:
     """Append the run's outcome metrics, computed with the one definition in metrics.py.
 
     From tables, the run as the recorder still holds it (Recorder.run_tables), when
@@ -468,6 +470,7 @@ def record_run_metrics(
     finally:
         con.close()
     writer.append("run_metrics", {"metric": list(values), "value": list(values.values())})
+    return values
 
 
 def run_meta(config: SimulationConfig, population: Population, target: int) -> dict[str, object]:
