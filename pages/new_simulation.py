@@ -11,10 +11,14 @@ from commonpool import form
 from commonpool.config import DEFAULT_RESOURCES, MAX_PARTICIPANTS, SimulationConfig, default
 from commonpool.personalities import BUILTIN, Traits
 from commonpool.population import RosterError, apportion, mix_is_exact
+from commonpool.llm.preflight import missing_credentials
 from commonpool.llm.settings import available_models, served_api_base
 from pages._shared import RULES, plain, runner, store
 
 RUN_DEFAULT = "(run default)"
+# Where the form names a model (preflight's messages name the CLI flag otherwise).
+FORM_NAMES = {"--model": "Engine for everyone", "--facilitator-model": "Facilitator engine",
+              "--personality-model": "Engine per personality", "--roster": "Roster"}
 
 st.title("New simulation")
 st.caption("Describe a community and run it. The offline rules engine needs no API key.")
@@ -273,14 +277,33 @@ if uses_llm:
             slot(name)
         if price is not None:
             fields[name] = price
-    t1, _, _ = st.columns(3)
+    t1, t2, t3 = st.columns(3)
     with t1:
         fields["llm_timeout_s"] = st.number_input(
-            "LLM timeout (s)", value=60.0, min_value=0.0, step=10.0, key="llm_timeout_s",
+            "LLM timeout (s)", value=default("llm_timeout_s"), min_value=0.0, step=10.0, key="llm_timeout_s",
             help="Seconds a model may take to answer one request (0-3600). A local server with few slots needs more; "
                  "timeouts also lower the requests in flight.",
         )
         slot("llm_timeout_s")
+    with t2:
+        max_tokens = st.number_input(
+            "Max tokens per reply", value=default("llm_max_tokens"), min_value=0, step=50, key="llm_max_tokens",
+            max_value=upper("llm_max_tokens"), placeholder="400, or 600 for the facilitator",
+            help="The most tokens a model may write in one reply (16-32,768). A reply cut off here ends with "
+                 "finish_reason 'length' in llm_calls; raise it for a model that writes a lot before the JSON.",
+        )
+        slot("llm_max_tokens")
+    if max_tokens is not None:
+        fields["llm_max_tokens"] = max_tokens
+    with t3:
+        shapes = ["auto", "json_schema", "json_object", "off"]
+        fields["structured_output"] = st.selectbox(
+            "Structured output", shapes, index=shapes.index(default("structured_output")), key="structured_output",
+            help="How a reply's JSON shape is asked for. auto: the protocol's JSON schema where the model or server "
+                 "takes one (a server that refuses it gets a plain JSON object, then nothing); json_schema or "
+                 "json_object: always that; off: the prompt alone.",
+        )
+        slot("structured_output")
     if served:
         fields["api_base"] = served
 
@@ -317,6 +340,13 @@ if config is not None:
         st.download_button("config.json", text, file_name="config.json", mime="application/json",
                            on_click="ignore", icon=":material/download:")
 
-if clicked and config is not None:
+key_problem = None
+if clicked and config is not None and config.uses_llm():
+    # As the CLI does before it writes anything: LiteLLM says which variable each model's key is read from.
+    with st.spinner("Checking that every model has its key..."):
+        key_problem = missing_credentials(config, FORM_NAMES)
+    if key_problem:
+        st.error(plain(key_problem))
+if clicked and config is not None and not key_problem:
     handle = runner().start(config, store())
     st.switch_page("pages/running.py", query_params={"run": handle.run_id})

@@ -320,3 +320,42 @@ def test_the_llm_timeout_is_set_in_the_form_and_checked_beside_it(store: Store, 
     at.number_input(key="llm_timeout_s").set_value(0.0).run()
     assert run_button(at).disabled
     assert any("llm_timeout_s" in unescaped(e.value) or "LLM timeout" in unescaped(e.value) for e in at.error), [e.value for e in at.error]
+
+
+def test_max_tokens_and_structured_output_are_set_in_the_form_as_the_flags_set_them(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = local_server_page(monkeypatch)
+    at.selectbox(key="model").set_value("openai/tiny").run()
+    assert at.selectbox(key="structured_output").value == "auto"
+    at.number_input(key="llm_max_tokens").set_value(300).run()
+    at.selectbox(key="structured_output").set_value("json_object").run()
+    config = SimulationConfig.model_validate(config_shown(at))
+    assert (config.llm_max_tokens, config.structured_output) == (300, "json_object")
+    at.number_input(key="llm_max_tokens").set_value(8).run()  # below the 16 a reply needs
+    assert run_button(at).disabled
+    assert any("llm_max_tokens" in unescaped(e.value) or "Max tokens" in unescaped(e.value) for e in at.error), [
+        e.value for e in at.error
+    ]
+
+
+def test_a_model_without_its_key_is_refused_naming_the_variable_and_nothing_runs(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in LLM_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    # A model named in the environment whose key is not set: the picker offers it, LiteLLM knows its variable.
+    monkeypatch.setenv("COMMONPOOL_MODEL", "anthropic/claude-3-5-haiku-latest")
+    monkeypatch.setenv("COMMONPOOL_LLM_WORKERS", "0")  # the check in this process: no worker outlives the test
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    at = app()
+    at.selectbox(key="model").set_value("anthropic/claude-3-5-haiku-latest").run()
+    assert not run_button(at).disabled  # the key is checked when asked to run, as the CLI checks it
+    run_button(at).click().run()
+    no_exceptions(at)
+    shown = [unescaped(e.value) for e in at.error]
+    assert any(
+        line.startswith("Engine for everyone: anthropic/claude-3-5-haiku-latest needs ANTHROPIC_API_KEY, which is not set")
+        for line in shown
+    ), shown
+    assert store.run_list() == []  # refused before anything was written

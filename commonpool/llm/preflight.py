@@ -61,10 +61,12 @@ def models_by_flag(config: SimulationConfig) -> dict[str, str]:
     return named
 
 
-def missing_credentials(config: SimulationConfig) -> str | None:
+def missing_credentials(config: SimulationConfig, names: dict[str, str] | None = None) -> str | None:
     """One line naming the first model whose key is not set and the variable it needs; None when all are set.
 
-    Also remembers each model's listed prices for the run (see cost.remember_listed).
+    The line starts with the flag that named the model, or what names says the flag is
+    called where the user chose it (the dashboard's form). Also remembers each model's
+    listed prices for the run (see cost.remember_listed).
     """
     from commonpool.llm.workers import shared_pool, worker_count
 
@@ -88,7 +90,7 @@ def missing_credentials(config: SimulationConfig) -> str | None:
         missing = answers.get(model, {}).get("missing") or []
         if missing:
             return (
-                f"{named[model]}: {model} needs {' and '.join(missing)}, which is not set; "
+                f"{(names or {}).get(named[model], named[model])}: {model} needs {' and '.join(missing)}, which is not set; "
                 "put it in .env.local or the environment (see .env.example)"
             )
     return None
