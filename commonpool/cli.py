@@ -568,8 +568,10 @@ class _Bar:
         llm = progress.llm  # type: ignore[attr-defined]
         if llm.get("llm_calls"):
             postfix.update(calls=int(llm["llm_calls"]), usd=f"{llm['cost_usd']:.4f}")
-        if llm.get("limit_cuts"):  # the server timed out or said 429: fewer requests in flight (llm/limit.py)
-            postfix["in flight"] = f"{llm['in_flight_limit']}/{llm['concurrency']} (slowed: timeouts/429s)"
+        from commonpool.llm.limit import slowed
+
+        if note := slowed(llm):  # the server timed out or said 429: fewer requests in flight
+            postfix["in flight"] = note
         self.tqdm.set_postfix(postfix, refresh=False)
         self.tqdm.refresh()
 

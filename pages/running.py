@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from commonpool.llm.limit import slowed
 from commonpool.runner import RunHandle
 from commonpool.store import RunInfo, RunNotFoundError
 from pages._shared import pick_run, plain, run_name, runner, store
@@ -52,6 +53,11 @@ def show_progress(handle: RunHandle | None, info: RunInfo | None) -> bool:
         cols[3].metric("Cost at known prices", f"${float(llm.get('cost_usd') or 0):.4f}",
                        help="Calls to a model with no known price (a local server, say) add nothing here; set its "
                             "price per 1k tokens on New simulation (or --price-per-1k-prompt/-completion) to count them.")
+    if note := slowed(llm):  # a run started here: its progress carries the adaptive limit (llm/limit.py)
+        st.metric("Requests in flight", note, help=(
+            f"Timeouts or 429s from the server lowered the requests in flight {int(llm['limit_cuts'])} time(s), "
+            f"halving them each time; every window of clean calls adds one back, up to {int(llm['concurrency'])} "
+            "(the run's concurrency). A server with fewer slots than that answers more calls this way."))
     if handle is not None and handle.error:
         st.error(plain(handle.error))
     elif info is not None and info.meta.get("error"):

@@ -93,3 +93,25 @@ def test_the_run_goes_on_when_the_tab_reloads(store: Store) -> None:
     wait_until(again, lambda a: status(a) == "running")
     again.button(key="cancel").click().run()
     wait_until(again, lambda a: status(a) == "cancelled")
+
+
+def test_a_run_slowed_by_429s_shows_its_lowered_requests_in_flight(store: Store, fake_llm, monkeypatch) -> None:  # noqa: ANN001
+    from commonpool import SimulationConfig
+    from pages._shared import runner
+
+    fake_llm.configure(fail_times=1)  # every request is refused once with a 429, then answered
+    config = SimulationConfig(
+        simulation_id="slowed", seed=4, num_participants=16, min_exchanges=16, max_exchanges=16,
+        model="openai/fake-flaky_429", facilitator_model=None, api_base=fake_llm.base_url, llm_max_retries=2,
+        concurrency=8,
+    )
+    handle = runner().start(config, store)
+    assert handle.wait(120)
+    assert handle.status == "completed", handle.error
+    at = app("pages/running.py", {"run": "slowed"})
+    no_exceptions(at)
+    shown = [m for m in at.metric if m.label == "Requests in flight"]
+    assert len(shown) == 1, [m.label for m in at.metric]
+    limit, ceiling = shown[0].value.split(" ")[0].split("/")
+    assert int(ceiling) == 8 and 1 <= int(limit) <= 8
+    assert "(slowed: timeouts/429s)" in shown[0].value

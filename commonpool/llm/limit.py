@@ -13,6 +13,8 @@ up to --concurrency.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 from commonpool.llm.chat import CallRecord, ChatModel, ChatRequest, Reply
 
@@ -61,3 +63,11 @@ class LimitedModel:
     def state(self) -> dict[str, float]:
         """For the progress line: the limit now, the ceiling, and how often it was lowered."""
         return {"in_flight_limit": self.limit, "concurrency": self.concurrency, "limit_cuts": self.cuts}
+
+
+def slowed(state: Mapping[str, Any]) -> str | None:
+    """'2/8 (slowed: timeouts/429s)' once timeouts or 429s have lowered the requests in flight
+    (a state() as a run's progress carries it), for the CLI's progress bar and the Running page."""
+    if not state.get("limit_cuts"):
+        return None
+    return f"{int(state['in_flight_limit'])}/{int(state['concurrency'])} (slowed: timeouts/429s)"
