@@ -34,16 +34,16 @@ def _timed(fn):  # type: ignore[no-untyped-def]
     return wrapper
 
 
-def one_run(participants: int, periods: int, exchanges: int) -> tuple[float, float, int]:
+def one_run(participants: int, periods: int, exchanges: int) -> tuple[float, float, float, int]:
     global boundary_seconds
     boundary_seconds = 0.0
     config = SimulationConfig(seed=7, num_participants=participants, min_exchanges=exchanges,
                               max_exchanges=exchanges, periods=periods)
     with tempfile.TemporaryDirectory() as store:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = run_simulation(config, store)
-        wall = time.perf_counter() - started
-    return wall, boundary_seconds, result.accepted
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return wall, cpu, boundary_seconds, result.accepted
 
 
 def main() -> None:
@@ -62,9 +62,9 @@ def main() -> None:
         order = (1, args.periods) if repeat % 2 == 0 else (args.periods, 1)
         walls = {}
         for periods in order:
-            wall, boundary, accepted = one_run(args.participants, periods, args.exchanges)
+            wall, cpu, boundary, accepted = one_run(args.participants, periods, args.exchanges)
             walls[periods] = wall
-            print(f"  periods={periods:<5} wall={wall:7.2f}s  at period boundaries={boundary:6.2f}s  "
+            print(f"  periods={periods:<5} wall={wall:7.2f}s cpu={cpu:7.2f}s  at period boundaries={boundary:6.2f}s  "
                   f"accepted={accepted:,} ({accepted / args.exchanges:.1%})")
         ratios.append(walls[args.periods] / walls[1])
         print(f"  ratio {args.periods} periods / 1 period = {ratios[-1]:.2f}x")

@@ -129,12 +129,36 @@ class Foresight:
     discount: float
     last_period: bool = False
 
+    @property
+    def active(self) -> bool:
+        return not self.last_period
+
     def value(self, participants: np.ndarray, resources: np.ndarray, held: np.ndarray) -> np.ndarray:
         """a_r(h) of participants holding held units of resources (the three broadcast together)."""
         if self.last_period:
             return np.zeros(np.broadcast(participants, resources, held).shape)
         r = self.renewal
         need, produced = r.needs[participants, resources], r.produces[participants, resources]
-        kept = np.maximum(held - np.minimum(held, need), 0) * (1.0 - r.spoilage[resources])
-        carried = np.where(r.expires[resources], 0.0, kept)
-        return economy.carried_need_value(carried, produced, need, r.capacity[resources], r.need_weight, self.discount)
+        return self._carried_value(held, need, produced, self.kept_share()[resources], r.capacity[resources])
+
+    def change(self, participants: np.ndarray, held: np.ndarray, moved: np.ndarray) -> np.ndarray:
+        """a(h + moved) - a(h) for every resource of participants: held [row, resource, 1], moved [k] -> [row, resource, k].
+
+        The rules brain's legs (one per giver and taker, every round): rows are gathered once.
+        """
+        r = self.renewal
+        need = r.needs[participants][:, :, None]
+        produced = r.produces[participants][:, :, None]
+        kept, capacity = self.kept_share()[None, :, None], r.capacity[None, :, None]
+        return (self._carried_value(held + moved, need, produced, kept, capacity)
+                - self._carried_value(held, need, produced, kept, capacity))
+
+    def kept_share(self) -> np.ndarray:
+        """Per resource, the expected share of a unit left after consumption that reaches next period."""
+        return np.where(self.renewal.expires, 0.0, 1.0 - self.renewal.spoilage)
+
+    def _carried_value(
+        self, held: np.ndarray, need: np.ndarray, produced: np.ndarray, kept: np.ndarray, capacity: np.ndarray
+    ) -> np.ndarray:
+        carried = np.maximum(held - need, 0) * kept
+        return economy.carried_need_value(carried, produced, need, capacity, self.renewal.need_weight, self.discount)

@@ -76,7 +76,7 @@ def swap_gains(
     g_i = economy.swap_gain(h[i, a], h[i, b], n[i, a], n[i, b], w[i, a], w[i, b], x, y, lam)
     g_j = economy.swap_gain(h[j, b], h[j, a], n[j, b], n[j, a], w[j, b], w[j, a], y, x, lam)
     ahead = world.foresight
-    if ahead is not None:
+    if ahead is not None and ahead.active:
         g_i = g_i + ahead_gain(ahead, i, b, h[i, b], y) + ahead_gain(ahead, i, a, h[i, a], -x)
         g_j = g_j + ahead_gain(ahead, j, a, h[j, a], x) + ahead_gain(ahead, j, b, h[j, b], -y)
     feasible = (x <= h[i, a]) & (y <= h[j, b]) & (x >= 1) & (y >= 1) & (a != b)
@@ -109,11 +109,10 @@ def _legs(world: World, giver: np.ndarray, taker: np.ndarray, q: int) -> tuple[n
     qty = np.arange(1, q + 1)
     loss = economy.loss_of_giving(h[giver][:, :, None], n[giver][:, :, None], w[giver][:, :, None], qty, lam)
     gain = economy.gain_of_getting(h[taker][:, :, None], n[taker][:, :, None], w[taker][:, :, None], qty, lam)
-    if world.foresight is not None:
+    if world.foresight is not None and world.foresight.active:
         # Looking ahead (production.Foresight): what the units would be worth next period counts too.
-        res = np.arange(h.shape[1])[None, :, None]
-        loss = loss - ahead_gain(world.foresight, giver[:, None, None], res, h[giver][:, :, None], -qty)
-        gain = gain + ahead_gain(world.foresight, taker[:, None, None], res, h[taker][:, :, None], qty)
+        loss = loss - world.foresight.change(giver, h[giver][:, :, None], -qty)
+        gain = gain + world.foresight.change(taker, h[taker][:, :, None], qty)
     return loss, gain, qty <= h[giver][:, :, None]
 
 
