@@ -61,24 +61,31 @@ if not s.get("exchanges"):
     st.stop()
 
 # --- headline figures -------------------------------------------------------------------------------
-cols = st.columns(6)
-cols[0].metric("Acceptance rate", figure(s["acceptance_rate"], ".1%"),
-               help=f"{s['accepted']:,} accepted of {s['exchanges']:,} exchanges")
-cols[1].metric("Welfare change", figure(s["welfare_change"], "+,.1f"),
-               help="Sum of utilities at the end minus at the start (economy.utility)")
-cols[2].metric("Needs met", figure(s["need_fulfilment_final"], ".1%"),
-               change_in_points(s["need_fulfilment_initial"], s["need_fulfilment_final"]),
-               help="Share of needed units held, at the end (change since the start)")
-cols[3].metric("Gini of holdings", figure(s["gini_holdings_final"], ".3f"),
-               change(s["gini_holdings_initial"], s["gini_holdings_final"], ".3f"), delta_color="inverse",
-               help="0 = everyone holds the same value; at the end (change since the start)")
-cols[4].metric("Gini of utility", figure(s["gini_utility_final"], ".3f"),
-               change(s["gini_utility_initial"], s["gini_utility_final"], ".3f"), delta_color="inverse")
+# A row that wraps: each figure as wide as its text, so none is ever cut to "+25…" (two rows at 1,000 px).
+headline = st.container(horizontal=True, wrap=True, gap="medium")
+
+
+def figure_box(*args: Any, **kwargs: Any) -> None:
+    headline.metric(*args, width="content", **kwargs)
+
+
+figure_box("Acceptance rate", figure(s["acceptance_rate"], ".1%"),
+           help=f"{s['accepted']:,} accepted of {s['exchanges']:,} exchanges")
+figure_box("Welfare change", figure(s["welfare_change"], "+,.1f"),
+           help="Sum of utilities at the end minus at the start (economy.utility)")
+figure_box("Needs met", figure(s["need_fulfilment_final"], ".1%"),
+           change_in_points(s["need_fulfilment_initial"], s["need_fulfilment_final"]),
+           help="Share of needed units held, at the end (change since the start)")
+figure_box("Gini of holdings", figure(s["gini_holdings_final"], ".3f"),
+           change(s["gini_holdings_initial"], s["gini_holdings_final"], ".3f"), delta_color="inverse",
+           help="0 = everyone holds the same value; at the end (change since the start)")
+figure_box("Gini of utility", figure(s["gini_utility_final"], ".3f"),
+           change(s["gini_utility_initial"], s["gini_utility_final"], ".3f"), delta_color="inverse")
 if s.get("llm_calls"):
-    cols[5].metric("LLM cost", f"${s['cost_usd']:.4f}", help=f"{s['llm_calls']:,} calls")
+    figure_box("LLM cost", f"${s['cost_usd']:.4f}", help=f"{s['llm_calls']:,} calls")
 else:
-    cols[5].metric("Turns to agree", figure(s["mean_turns_to_agreement"], ".2f"),
-                   help="Mean turns of accepted exchanges (offline rules run: no LLM cost)")
+    figure_box("Turns to agree", figure(s["mean_turns_to_agreement"], ".2f"),
+               help="Mean turns of accepted exchanges (offline rules run: no LLM cost)")
 with st.expander("Every summary figure"):
     summary_table = pd.DataFrame({"figure": list(s), "value": [str(v) for v in s.values()]})
     show_table(summary_table, f"{run_id}-summary", "dl_summary")

@@ -311,6 +311,13 @@ def test_every_chart_fits_its_column_at_two_widths(store_dir: Path, server: str,
         page.goto(f"{server}/explore?run=fit-facilitated")
         expect(page.get_by_role("heading", name="Explore a run")).to_be_visible()
         settle(page)
+        # The headline figures are never cut to "+25…": each value and label shows whole.
+        expect(page.get_by_test_id("stMetricValue")).to_have_count(6)
+        cut = page.evaluate(
+            "[...document.querySelectorAll('[data-testid=stMetric] *')]"
+            ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)"
+        )
+        assert cut == [], (width, cut)
         drawn = 0
         for tab in tabs:
             page.mouse.move(1, 1)  # off the charts: a hovered chart's toolbar can sit over the tab bar
