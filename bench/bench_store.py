@@ -31,6 +31,7 @@ def exchange_batch(rng: np.random.Generator, start: int, n: int) -> dict[str, ob
     return {
         "exchange_id": ids,
         "round": (ids // 50).astype(np.int32),
+        "period": np.ones(n, dtype=np.int32),
         "initiator_id": rng.integers(0, 100, n, dtype=np.int32),
         "responder_id": rng.integers(0, 100, n, dtype=np.int32),
         "outcome": OUTCOMES[rng.integers(0, 5, n)],

@@ -238,6 +238,7 @@ def run_simulation(
                     status = "cancelled"
                     break
                 size = min(per_round, int(period_ends[period]) - done)
+                recorder.period = period + 1
                 initiator, responder = pair_up(rng, world, size, config.pairing)
                 ids = np.arange(done + 1, done + size + 1, dtype=np.int64)
                 world.valuations = history.valuations(ledger.holdings, population.needs, population.wants) if facilitator else None

@@ -49,6 +49,7 @@ class Recorder:
         self.flow_kinds = pa.array(FLOW_KINDS)
         self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
         self.pending = 0
+        self.period = 1  # the period under way, from 1: the engine moves it on as periods end
         self.llm_rows: list[dict[str, object]] = []
         self.totals: dict[str, float] = {"llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
         # Every table this recorder wrote, while that is the whole run (see run_tables); None once it is not.
@@ -177,6 +178,7 @@ class Recorder:
             {
                 "exchange_id": batch.exchange_ids,
                 "round": np.full(size, batch.round, dtype=np.int32),
+                "period": np.full(size, self.period, dtype=np.int32),
                 "initiator_id": batch.initiator,
                 "responder_id": batch.responder,
                 "outcome": outcome,
@@ -363,6 +365,7 @@ class Recorder:
         return {
             "exchange_id": c["exchange_id"],
             "round": c["round"],
+            "period": c["period"],
             "initiator_id": c["initiator_id"].astype(np.int32),
             "responder_id": c["responder_id"].astype(np.int32),
             "outcome": coded(c["outcome"], self.outcomes),

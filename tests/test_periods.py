@@ -113,6 +113,7 @@ def test_a_one_period_run_has_no_flows_and_the_same_community(tmp_path) -> None:
     counts = dict(con.execute("SELECT run_id, count(*) FROM flows GROUP BY ALL").fetchall())
     assert counts.get(one.run_id, 0) == 0 and counts[many.run_id] > 0
     assert con.execute("SELECT count(*) FROM period_utility WHERE run_id = 'one'").fetchone()[0] == 0
+    assert con.execute("SELECT DISTINCT period FROM exchanges WHERE run_id = 'one'").fetchall() == [(1,)]
     for table in ("initial_holdings", "needs", "participants"):
         a, b = (con.execute(f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ? ORDER BY ALL", [r]).fetchall()
                 for r in ("one", "many"))
@@ -320,3 +321,12 @@ def test_a_cancelled_living_run_resumes_to_the_same_tables(tmp_path) -> None:
     a, b = run_tables(store, whole.run_id), run_tables(store, "cut")
     for table in ("flows", "period_utility", "exchanges", "transfers", "offers"):
         assert a[table] == b[table], table
+
+
+def test_each_exchange_records_the_period_it_happened_in(tmp_path) -> None:
+    store = Store(tmp_path)
+    config = SimulationConfig(seed=6, num_participants=10, min_exchanges=23, max_exchanges=23, periods=3,
+                              simulation_id="p")
+    run_simulation(config, store)
+    rows = store.connect(["p"]).execute("SELECT period, count(*) FROM exchanges GROUP BY ALL ORDER BY ALL").fetchall()
+    assert rows == [(1, 8), (2, 8), (3, 7)]  # split_exchanges(23, 3)

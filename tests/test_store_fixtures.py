@@ -50,6 +50,7 @@ def sample_columns(n_exchanges: int, seed: int = 0) -> dict[str, dict[str, Any]]
         "exchanges": {
             "exchange_id": ex_ids,
             "round": (ex_ids // 2).astype(np.int32),
+            "period": np.ones(n_exchanges, dtype=np.int32),
             "initiator_id": (ex_ids % n_part).astype(np.int32),
             "responder_id": ((ex_ids + 1) % n_part).astype(np.int32),
             "outcome": outcomes[ex_ids % 3],

@@ -178,3 +178,35 @@ def test_readers_during_a_pack_see_every_run_exactly_once(tmp_path: Path) -> Non
         stop.set()
         reader.join()
     assert len(seen) > 1 and all(s == expected for s in seen)
+
+
+def test_a_run_stored_before_exchanges_had_a_period_reads_null_there_alone_and_packed_with_newer_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import test_store_fixtures
+
+    full = test_store_fixtures.sample_columns
+
+    def without_period(n_exchanges: int, seed: int = 0) -> dict[str, dict[str, Any]]:
+        columns = full(n_exchanges, seed)
+        del columns["exchanges"]["period"]
+        return columns
+
+    with monkeypatch.context() as m:
+        m.setitem(TABLES, "exchanges", pa.schema([f for f in TABLES["exchanges"] if f.name != "period"]))
+        m.setattr(test_store_fixtures, "sample_columns", without_period)
+        write_sample_run(tmp_path, "old", n_exchanges=10)
+    write_sample_run(tmp_path, "new", n_exchanges=13)
+    store = Store(tmp_path)
+
+    def periods() -> list[tuple[Any, ...]]:
+        con = store.connect()
+        try:
+            return con.execute("SELECT run_id, count(period), count(*) FROM exchanges GROUP BY ALL ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+
+    assert periods() == [("new", 13, 13), ("old", 0, 10)]
+    store.pack(["old", "new"], "mixed")
+    assert periods() == [("new", 13, 13), ("old", 0, 10)]

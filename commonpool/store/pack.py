@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from commonpool.store.durable import COMPRESSION, fsync_dir, fsync_file, write_json_atomic
 from commonpool.store.errors import RunNotFoundError
 from commonpool.store.manifest import SAFE_ID
-from commonpool.store.schema import TABLES
+from commonpool.store.schema import ADDED_COLUMNS, TABLES
 from commonpool.store.trash import put_in_trash
 
 if TYPE_CHECKING:
@@ -124,9 +124,11 @@ def _write_pack_files(folder: Path, members: Sequence[_Run]) -> dict[str, dict[s
             final = folder / f"{table}.parquet"
             tmp = final.with_name(final.name + ".tmp")
             listed = "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
+            # Runs stored before a column was added lack it: such a table is merged by name.
+            by_name = ", union_by_name = true" if table in ADDED_COLUMNS else ""
             # DuckDB reads many small files in parallel and keeps their order.
             con.execute(
-                f"COPY (SELECT * FROM read_parquet({listed})) TO {_sql_string(str(tmp))} "
+                f"COPY (SELECT * FROM read_parquet({listed}{by_name})) TO {_sql_string(str(tmp))} "
                 f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {_ROW_GROUP_SIZE})"
             )
             fsync_file(tmp)

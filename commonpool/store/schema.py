@@ -56,6 +56,7 @@ TABLES: dict[str, pa.Schema] = {
             ("run_id", pa.string()),
             ("exchange_id", pa.int64()),
             ("round", pa.int32()),
+            ("period", pa.int32()),  # the period (from 1) the exchange happened in; 1 in a one-period run
             ("initiator_id", pa.int32()),
             ("responder_id", pa.int32()),
             ("outcome", _RES),  # accepted, rejected, no_deal, invalid, error
@@ -182,7 +183,7 @@ TABLES: dict[str, pa.Schema] = {
 
 # Columns added to a table after runs had been stored without them. Such a table is
 # read by column name, so an older run's rows read NULL there.
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"llm_calls": ("finish_reason",)}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"llm_calls": ("finish_reason",), "exchanges": ("period",)}
 
 OUTCOMES = ("accepted", "rejected", "no_deal", "invalid", "error")
 # How every chart, filter and table names an outcome: the stored word, and what it
