@@ -57,6 +57,7 @@ def _exchanges(rows: list[tuple]) -> dict[str, list]:
              "initiator_utility_after", "responder_utility_before", "responder_utility_after"]
     columns = {name: [row[k] for row in rows] for k, name in enumerate(names)}
     columns["reason"] = [None] * len(rows)
+    columns["period"] = [1] * len(rows)
     return columns
 
 
