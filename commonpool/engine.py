@@ -207,6 +207,7 @@ def run_simulation(
     if renewal is not None:
         # The rules brain values a unit against the coming period's needs too (Foresight).
         world.foresight = Foresight(renewal, config.discount, last_period=config.periods == 1)
+        world.periods = config.periods
 
     meta = {**run_meta(config, population, target), **(labels or {})}
     started = time.perf_counter()
@@ -230,6 +231,8 @@ def run_simulation(
                     if period < config.periods:
                         if world.foresight is not None:
                             world.foresight.last_period = period == config.periods - 1
+                        world.period = period + 1
+                        history.new_period()
                         recorded = resume is not None and resume.has_period(period)
                         start_period(renewal, ledger, recorder, period + 1, record=not recorded)
                 if done >= target:

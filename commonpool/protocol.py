@@ -246,3 +246,5 @@ class World:
     history: MarketHistory
     valuations: np.ndarray | None  # this round's facilitator valuations; None without a facilitator
     foresight: Foresight | None = None  # next period's worth of a holding; None in a one-period run
+    period: int = 1  # the period under way, from 1
+    periods: int = 1  # the run's periods

@@ -379,6 +379,11 @@ class RulesFacilitator:
     among swaps that leave both better off (Nash product breaks ties). When no
     swap of any goods leaves both better off, it suggests none (NO_RESOURCE, 0)
     and its note says so.
+
+    In a run of several periods it writes every note itself (period_notes): each
+    names the period, and the typical rate it cites is this period's (or the
+    latest period's in which the goods traded; facilitator.py says why). In a
+    one-period run the recorder words the notes, once, at the end.
     """
 
     def advise(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> AdviceBatch:
@@ -416,7 +421,7 @@ class RulesFacilitator:
             names = np.array(world.population.names, dtype=object)
             note = np.full(len(rows), None, dtype=object)
             note[~helps] = no_swap_notes(names[i[~helps]], names[j[~helps]], int(x.max()))
-        return AdviceBatch(
+        advice = AdviceBatch(
             res_a=np.where(helps, a, NO_RESOURCE),
             qty_a=np.where(helps, x[0, best], 0),
             res_b=np.where(helps, b, NO_RESOURCE),
@@ -424,6 +429,9 @@ class RulesFacilitator:
             source=np.full(len(rows), RULES, dtype=np.int8),
             note=note,
         )
+        if world.periods > 1:
+            advice.note = period_notes(world, i, j, advice)
+        return advice
 
 
 # --- the rules brain's words -------------------------------------------------------------------
@@ -535,15 +543,30 @@ def advice_notes(
     initiator_record: tuple[np.ndarray, np.ndarray],
     responder_name: pa.Array,
     responder_record: tuple[np.ndarray, np.ndarray],
+    rate_period: np.ndarray | None = None,
+    period: int | None = None,
 ) -> pa.Array:
-    """The facilitator's note: the typical past rate it saw, its suggestion (who gives what), both partners' records."""
+    """The facilitator's note: the typical past rate it saw, its suggestion (who gives what), both partners' records.
+
+    In a run of several periods, rate_period (MarketHistory.rate_period) and the period
+    under way say whether the rate is this period's or an earlier one's, and the note says so;
+    period_notes puts the period in front.
+    """
     rounded = np.round(np.nan_to_num(typical_rate), 2)
     rate = pc.cast(pa.array(rounded), pa.string())
-    seen = _join(
-        "Past trades ran at about ", rate, " ", pc.if_else(pa.array(rounded == 1), _singular(res_a), res_a),
+    rate_words = _join(
+        "ran at about ", rate, " ", pc.if_else(pa.array(rounded == 1), _singular(res_a), res_a),
         " per ", _singular(res_b), " (", _counted(rate_trades, "trade"), "). ",
     )
-    unseen = _join("No trades of ", res_a, " for ", res_b, " yet, so I valued them by scarcity. ")
+    if period is None or rate_period is None:
+        seen = _join("Past trades ", rate_words)
+        unseen = _join("No trades of ", res_a, " for ", res_b, " yet, so I valued them by scarcity. ")
+    else:
+        earlier = _join(
+            "no trades of ", res_a, " for ", res_b, " yet this period; in period ", _text(rate_period), " they ", rate_words
+        )
+        seen = pc.if_else(pa.array(np.asarray(rate_period) == period), _join("trades this period ", rate_words), earlier)
+        unseen = _join("no trades of ", res_a, " for ", res_b, " yet, so I valued them by scarcity. ")
     history = pc.if_else(pa.array(np.asarray(rate_trades) > 0), seen, unseen)
 
     def record(name: pa.Array, deals: np.ndarray, meetings: np.ndarray) -> pa.Array:
@@ -556,6 +579,34 @@ def advice_notes(
         _units(qty_b, res_b), ". ",
         record(initiator_name, *initiator_record), "; ", record(responder_name, *responder_record), ".",
     )
+
+
+def period_notes(world: World, initiator: np.ndarray, responder: np.ndarray, advice: AdviceBatch) -> np.ndarray:
+    """The facilitator's notes in a run of several periods: each says the period, and cites this period's rates.
+
+    A suggested swap's note cites the pair's typical rate of this period, or of the latest
+    period in which it traded (MarketHistory.rate_period); a note without a swap (advice.note)
+    gets the period in front.
+    """
+    history, names = world.history, np.array(world.population.names, dtype=object)
+    resources = np.array(world.population.resources, dtype=object)
+    prefix = f"Period {world.period} of {world.periods}: "
+    notes = np.full(len(initiator), None, dtype=object)
+    swap = advice.res_a >= 0
+    if advice.note is not None and (~swap).any():
+        notes[~swap] = prefix + advice.note[~swap]
+    if swap.any():
+        a, b = advice.res_a[swap], advice.res_b[swap]
+        rate, trades = history.typical_rate(a, b)
+        i, j = initiator[swap], responder[swap]
+        words = advice_notes(
+            pa.array(resources[a], pa.string()), advice.qty_a[swap], pa.array(resources[b], pa.string()), advice.qty_b[swap],
+            rate, trades, pa.array(names[i], pa.string()), (history.deals[i], history.meetings[i]),
+            pa.array(names[j], pa.string()), (history.deals[j], history.meetings[j]),
+            rate_period=history.rate_period(a, b), period=world.period,
+        )
+        notes[swap] = prefix + np.array(words.to_pylist(), dtype=object)
+    return notes
 
 
 def switch_messages(
