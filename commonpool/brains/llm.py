@@ -50,6 +50,7 @@ from commonpool.llm.scrub import scrub
 from commonpool.llm.settings import load_env
 from commonpool.llm.workers import WorkerModel, worker_count
 from commonpool.population import Population
+from commonpool.production import RENEWING_KINDS
 from commonpool.protocol import (
     ACCEPT,
     COUNTER,
@@ -82,6 +83,50 @@ T = TypeVar("T")
 def prompt(name: str) -> Template:
     """A prompt file of commonpool/prompts/; $names are filled with string.Template (JSON braces stay literal)."""
     return Template(resources.files("commonpool").joinpath(f"prompts/{name}.md").read_text(encoding="utf-8"))
+
+
+def system_prompt(name: str, world: World) -> str:
+    """A role's system prompt; a run of several periods adds what periods are (prompts/periods.md).
+
+    A one-period run's prompt is the file alone, so its cached answers still match.
+    """
+    text = prompt(name).template
+    return text if world.periods == 1 else f"{text}\n{prompt('periods').template}"
+
+
+def renewal_words(world: World, config: SimulationConfig) -> dict[str, str]:
+    """For each resource, what renews each period and what keeps, as production.Renewal does it."""
+    words = {}
+    for resource, kind in zip(world.population.resources, world.population.kinds):
+        if kind in RENEWING_KINDS:
+            made = "restored up to each member's capacity at every period's start"
+            left = "unused units keep" if resource in config.storable else "unused units expire at the period's end"
+        else:
+            made, left = "producers add what they make at every period's start", "unused units keep"
+        share = config.spoilage.get(resource, 0.0) if left == "unused units keep" else 0.0
+        if share > 0:
+            left += f", each with a {share:.0%} chance of spoiling at every period's end"
+        words[resource] = f"{kind}: {made}; {left}"
+    return words
+
+
+def period_state(world: World, config: SimulationConfig) -> dict[str, object]:
+    """The state's `period` block: which period this is, how many remain, what renews (runs of several periods)."""
+    return {
+        "number": world.period,
+        "of": world.periods,
+        "periods_left_after_this": world.periods - world.period,
+        "resources": renewal_words(world, config),
+    }
+
+
+def member_periods(world: World, participant: int) -> dict[str, object]:
+    """What a member produces a period and needs next period (nothing after the last period)."""
+    population = world.population
+    produces = population.produces if population.produces is not None else np.zeros_like(population.needs)
+    made = {r: int(q) for r, q in zip(population.resources, produces[participant]) if q > 0}
+    last = world.period == world.periods
+    return {"produces": made, "needs_next_period": {} if last else _units(population, population.needs[participant])}
 
 
 @cache
@@ -293,7 +338,7 @@ class LLMBrain:
         task = "propose" if batch.turn == 1 else "reply"
         population = world.population
         role = "initiator" if speaker_is_initiator(batch.turn) else "responder"
-        system = prompt("participant").template
+        system = system_prompt("participant", world)
         jobs = []
         for row, speaker in zip(rows.tolist(), batch.speakers(rows).tolist()):
             state_json = json.dumps(self._state(task, world, batch, row), ensure_ascii=False)
@@ -338,6 +383,27 @@ class LLMBrain:
         initiator_speaks = speaker_is_initiator(batch.turn)
         me, partner = (batch.initiator[row], batch.responder[row])[:: 1 if initiator_speaks else -1]
         personality = self.config.personality(population.personalities[me])
+        me_state: dict[str, object] = {
+            "name": _data(population.names[me]),
+            "personality": {
+                "name": personality.name,
+                "description": _data(personality.description),
+                "traits": personality.traits.model_dump(),
+            },
+            "notes": _data(population.notes[me]),
+            "holdings": _units(population, world.holdings[me]),
+            "needs": _units(population, population.needs[me]),
+            "wants": {r: round(float(w), 2) for r, w in zip(population.resources, population.wants[me])},
+            "memory": self.session.memory.recall(int(me), population),
+        }
+        partner_state: dict[str, object] = {
+            "name": _data(population.names[partner]),
+            "holdings": _units(population, world.holdings[partner]),
+            "needs": _units(population, population.needs[partner]),
+        }
+        if world.periods > 1:
+            me_state.update(member_periods(world, int(me)))
+            partner_state.update(member_periods(world, int(partner)))
         state: dict[str, object] = {
             "task": task,
             "role": "initiator" if initiator_speaks else "responder",
@@ -345,24 +411,9 @@ class LLMBrain:
             "max_turns": batch.max_turns,
             "legal_actions": list(legal_actions(batch.turn, batch.max_turns)),
             "resources": population.resources,
-            "me": {
-                "name": _data(population.names[me]),
-                "personality": {
-                    "name": personality.name,
-                    "description": _data(personality.description),
-                    "traits": personality.traits.model_dump(),
-                },
-                "notes": _data(population.notes[me]),
-                "holdings": _units(population, world.holdings[me]),
-                "needs": _units(population, population.needs[me]),
-                "wants": {r: round(float(w), 2) for r, w in zip(population.resources, population.wants[me])},
-                "memory": self.session.memory.recall(int(me), population),
-            },
-            "partner": {
-                "name": _data(population.names[partner]),
-                "holdings": _units(population, world.holdings[partner]),
-                "needs": _units(population, population.needs[partner]),
-            },
+            **({"period": period_state(world, self.config)} if world.periods > 1 else {}),
+            "me": me_state,
+            "partner": partner_state,
             "advice": self._advice(world, batch, row),
         }
         if task == "reply":
@@ -424,7 +475,7 @@ class LLMFacilitator:
         self.rules = RulesFacilitator()
 
     async def advise(self, world: World, batch: ExchangeBatch, rows: np.ndarray) -> AdviceBatch:
-        system = prompt("facilitator").template
+        system = system_prompt("facilitator", world)
         jobs = []
         for row in rows.tolist():
             state_json = json.dumps(self._state(world, batch, row), ensure_ascii=False)
@@ -460,13 +511,16 @@ class LLMFacilitator:
         population, history = world.population, world.history
 
         def member(p: int) -> dict[str, object]:
-            return {
+            shown: dict[str, object] = {
                 "name": _data(population.names[p]),
                 "notes": _data(population.notes[p]),
                 "holdings": _units(population, world.holdings[p]),
                 "needs": _units(population, population.needs[p]),
                 "wants": {r: round(float(w), 2) for r, w in zip(population.resources, population.wants[p])},
             }
+            if world.periods > 1:
+                shown.update(member_periods(world, p))
+            return shown
 
         i, j = int(batch.initiator[row]), int(batch.responder[row])
         market: dict[str, object] = {
@@ -480,6 +534,7 @@ class LLMFacilitator:
         return {
             "task": "advise",
             "resources": population.resources,
+            **({"period": period_state(world, self.session.config)} if world.periods > 1 else {}),
             "initiator": member(i),
             "responder": member(j),
             "market": market,
