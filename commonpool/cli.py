@@ -802,6 +802,8 @@ def _run_figures(con: object, run_id: str) -> dict[str, object]:
     outcomes = metrics.run_metrics(con, run_id)  # type: ignore[arg-type]
     groups = metrics.by_personality(con, run_id)  # type: ignore[arg-type]
     sectioned = {*summary, *_PRICE_FIGURES, *_FACILITATOR_FIGURES}
+    # Only a run of several periods has periods to show; a one-period run's figures are as they were.
+    periods = metrics.by_period(con, run_id) if metrics.run_periods(con, run_id) > 1 else None  # type: ignore[arg-type]
     return {
         "run_id": run_id,
         "summary": summary,
@@ -810,6 +812,8 @@ def _run_figures(con: object, run_id: str) -> dict[str, object]:
         "outcomes": {key: value for key, value in outcomes.items() if key not in sectioned and ":" not in key},
         "network": metrics.network_summary(con, run_id),  # type: ignore[arg-type]
         "by_personality": [{k: metrics.plain(v) for k, v in row.items()} for row in groups.to_dict("records")],
+        **({"by_period": [{k: metrics.plain(v) for k, v in row.items()} for row in periods.to_dict("records")]}
+           if periods is not None else {}),
     }
 
 
@@ -825,6 +829,10 @@ def _print_figures(figures: dict[str, object]) -> None:
     if groups:
         print()
         _print_table(list(groups[0]), [[_cell(v) for v in row.values()] for row in groups])
+    by_period: list[dict[str, object]] = figures.get("by_period") or []  # type: ignore[assignment]
+    if by_period:
+        print()
+        _print_table(list(by_period[0]), [[_cell(v) for v in row.values()] for row in by_period])
 
 
 def _print_side_by_side(runs: list[dict[str, object]]) -> None:

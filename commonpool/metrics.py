@@ -135,6 +135,9 @@ holding_values AS (  -- each participant's holdings at those prices, at the star
     GROUP BY p.run_id, p.participant_id, w."when"
 )"""
 
+# Gini (1912), rank form, of the values of a group ranked i = 1..n (ascending) in columns i, n, value.
+_GINI = "2 * sum(i * value ORDER BY i) / nullif(max(n) * sum(value ORDER BY i), 0) - (max(n) + 1) / max(n)"
+
 # Long form of the two distributed quantities: (run, quantity, when, participant, value).
 _DISTRIBUTION = (
     _UTILITY
@@ -156,7 +159,9 @@ inequality AS (
     -- Nash welfare (Nash 1950; Kaneko & Nakamura 1979) as the geometric mean of
     -- utilities, 0 when anyone's is 0. Rawls (1971): the least utility.
     SELECT run_id, quantity, "when",
-           2 * sum(i * value ORDER BY i) / nullif(max(n) * sum(value ORDER BY i), 0) - (max(n) + 1) / max(n) AS gini,
+           """
+    + _GINI
+    + """ AS gini,
            CASE WHEN min(value) > 0 THEN exp(avg(ln(greatest(value, 1e-300)) ORDER BY i)) ELSE 0.0 END AS nash,
            min(value) AS minimum
     FROM ranked GROUP BY run_id, quantity, "when"
@@ -1333,3 +1338,182 @@ def run_metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, float]
         for key in ("utility_gain", "surplus_share", "acceptance_rate"):
             values[f"{key}:{row.personality}"] = getattr(row, key)
     return {key: float(v) for key, value in values.items() if (v := plain(value)) is not None}
+
+
+
+# --- periods (runs of several periods: production.py) --------------------------------------------
+# Each figure is per period t = 1..P of the run; a one-period run has no period_utility
+# or flows rows, and its exchanges are all period 1.
+
+_PERIOD_LIST = "period_list AS (SELECT range::INTEGER AS period FROM range(1, $periods + 1))"
+
+
+def run_periods(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """P, the periods of a run (its config's ``periods``; 1 for runs stored before periods existed)."""
+    _check_runs(con, [run_id])
+    row = con.execute(
+        "SELECT coalesce(json_extract(config, '$.periods')::INTEGER, 1) FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 1
+
+
+def _period_frame(con: duckdb.DuckDBPyConnection, template: str, run_id: str,
+                  params: dict[str, Any] | None = None) -> pd.DataFrame:
+    return _frame(con, template, run_id, {"periods": run_periods(con, run_id), **(params or {})})
+
+
+_NEED_FULFILMENT_BY_PERIOD_SQL = f"""
+WITH rows AS (  -- what each participant consumed of its need: held = consumed, so min(held, need) = consumed
+    SELECT period, participant_id, needed - unmet AS held, needed AS need FROM period_utility WHERE {{runs}}
+),
+shares AS (SELECT period, participant_id, {NEED_FULFILMENT_SQL} AS share FROM rows GROUP BY period, participant_id),
+community AS (
+    SELECT period, sum(need) AS needed, sum(need - held) AS unmet, {NEED_FULFILMENT_SQL} AS fulfilment
+    FROM rows GROUP BY period
+),
+means AS (SELECT period, avg(share ORDER BY participant_id) AS mean_fulfilment FROM shares GROUP BY period)
+SELECT period, needed::BIGINT AS needed, unmet::BIGINT AS unmet, fulfilment, mean_fulfilment
+FROM community JOIN means USING (period) ORDER BY period
+"""
+
+
+def need_fulfilment_by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Per period: units needed, units of that need not consumed (unmet), the
+    community's share of need consumed (fulfilment = sum consumed / sum needed),
+    and the mean over participants of each one's share (mean_fulfilment; 1.0 for
+    one who needs nothing). Both are economy.NEED_FULFILMENT_SQL over what was
+    consumed, c = min(h, n) at the period's end (economy.consumption), read from
+    period_utility (needed - unmet = consumed). No rows for a one-period run."""
+    return _frame(con, _NEED_FULFILMENT_BY_PERIOD_SQL, run_id)
+
+
+_UTILITY_BY_PERIOD_SQL = """
+SELECT period, count(*) AS participants, avg(utility ORDER BY participant_id) AS mean_utility,
+       sum(utility ORDER BY participant_id) AS utility, sum(discounted_utility ORDER BY participant_id) AS discounted_utility,
+       sum(sum(discounted_utility ORDER BY participant_id)) OVER (ORDER BY period) AS run_utility_so_far
+FROM period_utility WHERE {runs} GROUP BY period ORDER BY period
+"""
+
+
+def utility_by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Per period t: the community's consumption utility u_t = sum_i U_i(h_it)
+    (economy.py: U_i of the holdings the period's consumption is taken from,
+    lambda x units consumed plus the log term of holding), its mean per
+    participant, the discounted delta^(t-1) u_t, and run_utility_so_far = the
+    discounted sum up to t (the run's utility at t = P). From period_utility;
+    no rows for a one-period run."""
+    return _frame(con, _UTILITY_BY_PERIOD_SQL, run_id)
+
+
+_TRADES_BY_PERIOD_SQL = f"""
+WITH {_PERIOD_LIST}
+SELECT p.period, count(e.exchange_id) AS exchanges, count(e.exchange_id) FILTER (e.outcome = 'accepted') AS accepted,
+       count(e.exchange_id) FILTER (e.outcome = 'accepted') / nullif(count(e.exchange_id), 0) AS acceptance_rate
+FROM period_list AS p LEFT JOIN exchanges AS e ON e.period = p.period AND e.{{runs}}
+GROUP BY p.period ORDER BY p.period
+"""
+
+
+def trades_by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Per period 1..P (exchanges.period): exchanges of any outcome, accepted
+    ones, and acceptance_rate = accepted / exchanges (None in a period without
+    exchanges). Trade that goes on period after period is what renewal is for
+    (issue 13; Epstein & Axtell 1996, ch. IV: agents that metabolise keep trading)."""
+    return _period_frame(con, _TRADES_BY_PERIOD_SQL, run_id)
+
+
+_BY_PERIOD_WINDOWS = """
+windowed AS (  -- each exchange's "window" is its period
+    SELECT *, period AS "window" FROM exchanges WHERE {runs}
+)"""
+_PRICES_BY_PERIOD_SQL = _PRICE_DISPERSION_SQL.replace(_WINDOWED, _BY_PERIOD_WINDOWS)
+
+
+def prices_by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """price_dispersion with periods for windows: per period and resource pair,
+    trades, df = trades - 1, mean and SD of the log exchange rate (rates as in
+    exchange_rates), and pair 'all' = the pooled within-pair SD (Epstein &
+    Axtell 1996, ch. IV: the SD of log price falls as trade goes on). Every
+    period with exchanges has an 'all' row; sd_log_rate is None when df <
+    MIN_DISPERSION_DF (too few trades, not a spread of 0)."""
+    frame = _frame(con, _PRICES_BY_PERIOD_SQL, run_id, {"min_df": MIN_DISPERSION_DF})
+    return frame.rename(columns={"window": "period"})
+
+
+_CONSUMPTION_GINI_BY_PERIOD_SQL = (
+    """
+WITH consumed AS (
+    SELECT period, participant_id, sum(quantity) AS units FROM flows WHERE {runs} AND kind = 'consumed'
+    GROUP BY period, participant_id
+),
+per_participant AS (  -- everyone at the period's end, consuming or not
+    SELECT u.period, u.participant_id, coalesce(c.units, 0) AS value
+    FROM period_utility AS u LEFT JOIN consumed AS c USING (period, participant_id) WHERE u.{runs}
+),
+ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY period ORDER BY value, participant_id) AS i,
+           count(*) OVER (PARTITION BY period) AS n
+    FROM per_participant
+)
+SELECT period, sum(value)::BIGINT AS consumed, """
+    + _GINI
+    + """ AS gini
+FROM ranked GROUP BY period ORDER BY period
+"""
+)
+
+
+def consumption_gini_by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Per period: units consumed (the flows of kind consumed) and the Gini
+    (1912, rank form, as in summary()) of units consumed per participant, every
+    participant counted (0 for one who consumed nothing). Consumption is worth
+    lambda per unit (economy.py), so this is also the Gini of consumption's
+    need utility. None when nobody consumed; no rows for a one-period run."""
+    return _frame(con, _CONSUMPTION_GINI_BY_PERIOD_SQL, run_id)
+
+
+_REPEAT_PARTNERS_BY_PERIOD_SQL = f"""
+WITH {_PERIOD_LIST},
+pair_periods AS (  -- accepted trades of each unordered pair in each period
+    SELECT period, least(initiator_id, responder_id) AS a, greatest(initiator_id, responder_id) AS b, count(*) AS trades
+    FROM exchanges WHERE {{runs}} AND outcome = 'accepted' GROUP BY ALL
+),
+firsts AS (SELECT a, b, min(period) AS first_period FROM pair_periods GROUP BY a, b),
+per AS (
+    SELECT q.period, sum(q.trades) AS trades, count(*) AS pairs,
+           count(*) FILTER (f.first_period < q.period) AS repeat_pairs,
+           coalesce(sum(q.trades) FILTER (f.first_period < q.period), 0) AS repeat_trades
+    FROM pair_periods AS q JOIN firsts AS f USING (a, b) GROUP BY q.period
+)
+SELECT l.period, coalesce(p.trades, 0)::BIGINT AS trades, coalesce(p.pairs, 0)::BIGINT AS pairs,
+       coalesce(p.repeat_pairs, 0)::BIGINT AS repeat_pairs, coalesce(p.repeat_trades, 0)::BIGINT AS repeat_trades,
+       p.repeat_pairs / nullif(p.pairs, 0) AS repeat_share
+FROM period_list AS l LEFT JOIN per AS p USING (period) ORDER BY l.period
+"""
+
+
+def repeat_partners_by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Per period: accepted trades, the pairs that traded (unordered), how many
+    of those pairs had traded in an earlier period (repeat_pairs) and their
+    trades, and repeat_share = repeat_pairs / pairs (None without trades; 0 in
+    period 1 by definition). Repeat partners are what reputation and
+    commitment in exchange grow from (Kollock 1994, "The emergence of exchange
+    structures", American Journal of Sociology 100(2))."""
+    return _period_frame(con, _REPEAT_PARTNERS_BY_PERIOD_SQL, run_id)
+
+
+def by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """One row per period 1..P with the headline figure of each function above
+    (never recomputed): exchanges, accepted, need fulfilment, mean utility,
+    Gini of consumption, the pooled price SD with its df, and repeat_share."""
+    frame = trades_by_period(con, run_id)[["period", "exchanges", "accepted"]]
+    need = need_fulfilment_by_period(con, run_id)[["period", "fulfilment"]]
+    utility = utility_by_period(con, run_id)[["period", "mean_utility"]]
+    gini = consumption_gini_by_period(con, run_id)[["period", "gini"]].rename(columns={"gini": "consumption_gini"})
+    prices = prices_by_period(con, run_id)
+    prices = prices[prices["pair"] == "all"][["period", "sd_log_rate", "df"]].rename(
+        columns={"sd_log_rate": "price_sd", "df": "price_df"})
+    repeat = repeat_partners_by_period(con, run_id)[["period", "repeat_share"]]
+    for part in (need, utility, gini, prices, repeat):
+        frame = frame.merge(part, on="period", how="left")
+    return frame
