@@ -730,15 +730,24 @@ ORDER BY pr.a, pr.b
 )
 
 
+def _in_period(template: str, period: int | None) -> str:
+    """A network query over the exchanges of one period (None: the whole run)."""
+    if period is None:
+        return template
+    return template.replace("FROM exchanges WHERE {runs}", f"FROM exchanges WHERE {{runs}} AND period = {int(period)}")
+
+
 def network_edges(con: duckdb.DuckDBPyConnection, run_id: str,
-                  among: tuple[int, ...] | None = None) -> pd.DataFrame:
+                  among: tuple[int, ...] | None = None, period: int | None = None) -> pd.DataFrame:
     """Who met whom: one row per unordered pair that met (a < b), with
     meetings (exchanges of any outcome) and trades (accepted ones).
 
     among: only pairs of these participants, counted in the database; a drawing
     of a thousand-member community keeps its busiest members, and a 1,000,000-exchange
-    run met in some 400,000 pairs that need not reach Python."""
-    return _frame(con, _NETWORK_EDGES_SQL, run_id, {"among": list(among) if among is not None else None})
+    run met in some 400,000 pairs that need not reach Python. period: only the
+    exchanges of that period (exchanges.period), for a run of several."""
+    return _frame(con, _in_period(_NETWORK_EDGES_SQL, period), run_id,
+                  {"among": list(among) if among is not None else None})
 
 
 _NETWORK_NODES_SQL = (
@@ -758,12 +767,12 @@ ORDER BY n.participant_id
 )
 
 
-def network_nodes(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+def network_nodes(con: duckdb.DuckDBPyConnection, run_id: str, period: int | None = None) -> pd.DataFrame:
     """Each participant in the trade network (an edge = at least one accepted
     trade): degree = distinct trade partners, trades = accepted trades it was
     in, clustering = local clustering coefficient (Watts & Strogatz 1998), 0
-    when degree < 2."""
-    return _frame(con, _NETWORK_NODES_SQL, run_id)
+    when degree < 2. period: the network of that period's trades only."""
+    return _frame(con, _in_period(_NETWORK_NODES_SQL, period), run_id)
 
 
 _NETWORK_SUMMARY_SQL = (
@@ -1500,6 +1509,46 @@ def repeat_partners_by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd
     commitment in exchange grow from (Kollock 1994, "The emergence of exchange
     structures", American Journal of Sociology 100(2))."""
     return _period_frame(con, _REPEAT_PARTNERS_BY_PERIOD_SQL, run_id)
+
+
+_HOLDINGS_BY_PERIOD_SQL = f"""
+WITH {_PERIOD_LIST},
+people AS (SELECT participant_id, personality FROM participants WHERE {{runs}}),
+moves AS (  -- every change of holdings, in the period whose trading it precedes or is part of
+    SELECT 1 AS period, participant_id, resource::VARCHAR AS resource, quantity FROM initial_holdings WHERE {{runs}}
+    UNION ALL
+    SELECT e.period, t.to_id, t.resource::VARCHAR, t.quantity
+    FROM transfers AS t JOIN exchanges AS e USING (run_id, exchange_id) WHERE t.{{runs}}
+    UNION ALL
+    SELECT e.period, t.from_id, t.resource::VARCHAR, -t.quantity
+    FROM transfers AS t JOIN exchanges AS e USING (run_id, exchange_id) WHERE t.{{runs}}
+    UNION ALL  -- produced at the period's start
+    SELECT period, participant_id, resource::VARCHAR, quantity FROM flows WHERE {{runs}} AND kind = 'produced'
+    UNION ALL  -- consumed, expired, spoiled at its end: gone by the next period's trading
+    SELECT period + 1, participant_id, resource::VARCHAR, -quantity FROM flows WHERE {{runs}} AND kind != 'produced'
+),
+by_group AS (
+    SELECT m.period, p.personality, m.resource, sum(m.quantity) AS net
+    FROM moves AS m JOIN people AS p USING (participant_id) GROUP BY ALL
+),
+grid AS (
+    SELECT l.period, g.personality, g.resource
+    FROM period_list AS l CROSS JOIN (SELECT DISTINCT personality, resource FROM by_group) AS g
+)
+SELECT period, personality, resource,
+       (sum(coalesce(b.net, 0)) OVER (PARTITION BY personality, resource ORDER BY period))::BIGINT AS quantity
+FROM grid LEFT JOIN by_group AS b USING (period, personality, resource)
+ORDER BY period, personality, resource
+"""
+
+
+def holdings_by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Units of each resource held by each personality group when each period's
+    trading ends (before its consumption, expiry and spoilage): initial holdings
+    + produced up to that period + transfers of its exchanges and earlier ones
+    - what the earlier periods' ends removed (the ledger's conservation
+    identity with flows, production.py)."""
+    return _period_frame(con, _HOLDINGS_BY_PERIOD_SQL, run_id)
 
 
 def by_period(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:

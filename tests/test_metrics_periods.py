@@ -58,6 +58,9 @@ def _exchanges() -> dict[str, list]:
 def con(tmp_path_factory):
     root: Path = tmp_path_factory.mktemp("living")
     with RunWriter(root, "living", {"seed": 0, "config": {"periods": 3, "discount": 0.5}}) as writer:
+        writer.append("participants", {"participant_id": [0, 1, 2, 3], "name": ["A", "B", "C", "D"],
+                                        "personality": ["generous"] * 4, "traits": ["{}"] * 4, "notes": [""] * 4,
+                                        "brain": ["rules"] * 4, "initial_utility": [0.0] * 4})
         writer.append("exchanges", _exchanges())
         flows = [(t, p, "y", q, "consumed") for t, units in CONSUMED.items() for p, q in enumerate(units) if q]
         flows.append((2, 0, "x", 5, "produced"))  # not consumption: left out of its Gini
@@ -156,3 +159,40 @@ def test_cli_metrics_shows_periods_only_for_a_run_of_several(tmp_path, capsys) -
     expected = metrics.by_period(con, "four")
     assert [row["accepted"] for row in shown] == expected["accepted"].tolist()
     assert [row["fulfilment"] for row in shown] == pytest.approx(expected["fulfilment"].tolist())
+
+
+def test_holdings_per_period_follow_production_consumption_and_expiry_by_hand(tmp_path) -> None:
+    from tests.test_periods import _no_trade_config
+
+    store = Store(tmp_path)
+    run_simulation(_no_trade_config(simulation_id="ann"), store)
+    frame = metrics.holdings_by_period(store.connect(["ann"]), "ann")
+    held = {(int(r.period), r.resource): int(r.quantity) for r in frame.itertuples()}
+    # Ann holds 1 childcare and 2 bread; produces childcare 5 (capacity), bread 3, repairs 4 (storable
+    # capacity), jam 2 (spoils wholly); needs childcare 2, repairs 1. Ben holds and makes nothing.
+    assert [held[1, r] for r in ("childcare", "bread", "repairs", "jam")] == [1, 2, 0, 0]
+    assert [held[2, r] for r in ("childcare", "bread", "repairs", "jam")] == [5, 5, 4, 2]
+    assert [held[3, r] for r in ("childcare", "bread", "repairs", "jam")] == [5, 8, 4, 2]
+
+
+def test_holdings_of_the_last_period_less_its_end_are_the_final_holdings(tmp_path) -> None:
+    store = Store(tmp_path)
+    run_simulation(SimulationConfig(seed=4, num_participants=12, min_exchanges=120, max_exchanges=120, periods=3,
+                                    simulation_id="t"), store)
+    con = store.connect(["t"])
+    frame = metrics.holdings_by_period(con, "t")
+    last = frame[frame["period"] == 3].groupby("resource")["quantity"].sum()
+    removed = dict(con.execute("SELECT resource::VARCHAR, sum(quantity) FROM flows WHERE period = 3 "
+                               "AND kind != 'produced' GROUP BY ALL").fetchall())
+    final = dict(con.execute("SELECT resource::VARCHAR, sum(quantity) FROM final_holdings GROUP BY ALL").fetchall())
+    assert metrics.trades_by_period(con, "t")["accepted"].sum() > 0  # units did move between groups
+    assert {r: int(q) - int(removed.get(r, 0)) for r, q in last.items()} == {r: int(q) for r, q in final.items()}
+
+
+def test_the_network_of_one_period_has_only_that_period_s_trades(con) -> None:
+    first = metrics.network_edges(con, "living", period=1)
+    assert sorted(zip(first["a"], first["b"], first["trades"])) == [(0, 1, 1), (0, 2, 0), (2, 3, 1)]
+    second = metrics.network_nodes(con, "living", period=2)
+    assert second.set_index("participant_id")["trades"].to_dict() == {0: 3, 1: 3, 2: 3, 3: 3}
+    whole = metrics.network_edges(con, "living")
+    assert whole.set_index(["a", "b"]).loc[(0, 1), "trades"] == 2
