@@ -175,6 +175,8 @@ FIELD_LABELS: dict[str, str] = {
     "max_turns": "Max turns",
     "periods": "Periods",
     "discount": "Discount",
+    "storable": "Storable",
+    "spoilage": "Spoilage",
     "budget_usd": "Budget (USD)",
     "cost_per_1k_prompt_tokens": "Price per 1k prompt tokens",
     "cost_per_1k_completion_tokens": "Price per 1k completion tokens",
@@ -246,16 +248,74 @@ def _across_fields(fields: dict[str, Any]) -> dict[str, list[str]]:
     return {}
 
 
+def spoilage_from_text(text: str) -> tuple[dict[str, float], list[str]]:
+    """The Spoilage box, "vegetables=0.2, bread loaves=0.5" as --spoilage reads it: {resource: share},
+    and a problem in the form's words for each item that is not NAME=SHARE."""
+    shares: dict[str, float] = {}
+    problems = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.rpartition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            problems.append(f"Spoilage: NAME=SHARE, e.g. vegetables=0.2 (not {item})")
+            continue
+        shares[name.strip()] = share
+    return shares, problems
+
+
+def _periods_fields(fields: dict[str, Any]) -> dict[str, list[str]]:
+    """Storable and Spoilage against the Resources table, in the form's words.
+
+    SimulationConfig words an unknown name once for both boxes ("storable/spoilage: ..."),
+    and checks them only once every other field is valid; the form names the box, always.
+    """
+    names = [str(r.get("name", "")) for r in fields.get("resources") or [] if isinstance(r, dict)]
+    allowed = ", ".join(names)
+    problems: dict[str, list[str]] = {}
+    for name in fields.get("storable") or []:
+        if name not in names:
+            problems.setdefault("storable", []).append(f"Storable: a resource of the Resources table (not {name}; allowed: {allowed})")
+    for name, share in (fields.get("spoilage") or {}).items():
+        if name not in names:
+            problems.setdefault("spoilage", []).append(f"Spoilage: a resource of the Resources table (not {name}; allowed: {allowed})")
+        elif not 0 <= share <= 1:  # also refuses NaN
+            problems.setdefault("spoilage", []).append(f"Spoilage: a share from 0 to 1 (not {share:g} for {name})")
+    return problems
+
+
+# The config's wording of the rules _periods_fields words for the form.
+_PERIODS_WORDING = ("storable/spoilage:", "spoilage: share of")
+
+
 def validate(fields: dict[str, Any]) -> tuple[SimulationConfig | None, dict[str, list[str]]]:
-    """The config, or None and every problem by config field, in the form's words."""
+    """The config, or None and every problem by config field, in the form's words.
+
+    fields["spoilage"] may be the Spoilage box's text, read as --spoilage reads it (spoilage_from_text).
+    """
     across = _across_fields(fields)
+    if isinstance(fields.get("spoilage"), str):
+        shares, unread = spoilage_from_text(fields["spoilage"])
+        fields = {**fields, "spoilage": shares}
+        if unread:
+            across["spoilage"] = unread
+    for field, lines in _periods_fields(fields).items():
+        across.setdefault(field, []).extend(lines)
     try:
         config = SimulationConfig.model_validate(fields)
     except ValidationError as exc:
         problems = errors_by_field(exc)
+        for field in list(problems):
+            problems[field] = [line for line in problems[field] if not line.startswith(_PERIODS_WORDING)]
         for field, lines in across.items():
             # The config's own wording of the same rule, if it got that far, gives way to the form's.
             kept = [line for line in problems.get(field, []) if not line.startswith(f"{field} (")]
             problems[field] = lines + kept
-        return None, problems
+        return None, {field: lines for field, lines in problems.items() if lines}
+    if across:  # an item of the Spoilage box that is not NAME=SHARE: the config never saw it
+        return None, across
     return config, {}

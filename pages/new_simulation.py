@@ -120,6 +120,23 @@ resources_table = st.data_editor(
 )
 slot("resources")
 fields["resources"] = form.resources_from_table(resources_table)
+# What keeps from one period to the next (--storable, --spoilage); nothing renews in a one-period run.
+renewing = [r["name"] for r in fields["resources"] if r["kind"] in ("time", "skill") and r["name"]]
+k1, k2 = st.columns(2)
+with k1:
+    fields["storable"] = st.multiselect(
+        "Storable", renewing, key="storable", placeholder="none: unused time and skills expire",
+        help="Time or skill resources whose unused units carry over to the next period instead of expiring "
+             "(goods always keep). Only matters with more than one period.",
+    )
+    slot("storable")
+with k2:
+    fields["spoilage"] = st.text_input(
+        "Spoilage", key="spoilage", placeholder="e.g. vegetables=0.2, bread loaves=0.5",
+        help="NAME=SHARE, comma-separated: the share (0 to 1) of a storable resource's stock lost at each "
+             "period's end. Only matters with more than one period.",
+    )
+    slot("spoilage")
 
 # --- personalities ----------------------------------------------------------------------------------
 st.subheader("Personalities")

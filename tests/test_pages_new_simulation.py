@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from commonpool import SimulationConfig
+from commonpool import SimulationConfig, form
 from commonpool.population import generate, roster_to_csv
 from commonpool.store import Store
 from pages_support import app, no_exceptions, unescaped, wait_until
@@ -359,3 +359,52 @@ def test_a_model_without_its_key_is_refused_naming_the_variable_and_nothing_runs
         for line in shown
     ), shown
     assert store.run_list() == []  # refused before anything was written
+
+
+def test_storable_and_spoilage_reach_the_config_as_the_flags_set_them(store: Store) -> None:
+    at = app()
+    assert at.multiselect(key="storable").options == ["bike repairs", "cooking lessons", "childcare hours",
+                                                      "gardening hours"]  # time and skills: goods always keep
+    at.number_input(key="periods").set_value(4)
+    at.multiselect(key="storable").set_value(["cooking lessons"])
+    at.text_input(key="spoilage").set_value("vegetables=0.2, bread loaves = 0.5")
+    at.run()
+    no_exceptions(at)
+    assert not run_button(at).disabled
+    config = SimulationConfig.model_validate(config_shown(at))
+    assert (config.periods, config.storable) == (4, ["cooking lessons"])
+    assert config.spoilage == {"vegetables": 0.2, "bread loaves": 0.5}
+
+
+def test_bad_spoilage_is_refused_beside_the_box_in_the_forms_words(store: Store) -> None:
+    at = app()
+    at.text_input(key="spoilage").set_value("vegtables=0.2, bread loaves=1.5, tools").run()
+    assert run_button(at).disabled
+    shown = [unescaped(e.value) for e in at.error]
+    for line in ("Spoilage: a resource of the Resources table (not vegtables; allowed: books, tools,",
+                 "Spoilage: a share from 0 to 1 (not 1.5 for bread loaves)",
+                 "Spoilage: NAME=SHARE, e.g. vegetables=0.2 (not tools)"):
+        assert any(line in text for text in shown), (line, shown)
+    assert not any("storable/spoilage" in text for text in shown)  # the config's wording gives way
+    at.text_input(key="spoilage").set_value("").run()
+    assert not run_button(at).disabled
+
+
+def test_storable_offers_the_resources_as_edited_and_forgets_one_renamed_away(store: Store) -> None:
+    at = app()
+    at.number_input(key="periods").set_value(3)
+    at.multiselect(key="storable").set_value(["childcare hours"]).run()
+    at.session_state["resources_editor"] = {"edited_rows": {6: {"name": "babysitting"}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    no_exceptions(at)
+    storable = at.multiselect(key="storable")
+    assert "babysitting" in storable.options and storable.value == []
+    assert not run_button(at).disabled and "storable" not in config_shown(at)
+
+
+def test_the_form_words_a_storable_name_the_resources_lack() -> None:
+    fields = {"resources": [{"name": "books", "kind": "good"}, {"name": "hours", "kind": "time"}],
+              "periods": 2, "storable": ["minutes"]}
+    config, problems = form.validate(fields)
+    assert config is None
+    assert problems == {"storable": ["Storable: a resource of the Resources table (not minutes; allowed: books, hours)"]}
