@@ -41,6 +41,12 @@ FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 COUNT_AXIS = alt.Axis(format=",d", tickMinStep=1)
 COUNT_LEGEND = alt.Legend(format=",d", tickMinStep=1)
 WINDOW_AXIS = alt.Axis(format="d", tickMinStep=1, title="window")
+PERIOD_AXIS = alt.Axis(format="d", tickMinStep=1, title="period")
+
+
+def _over(column: str) -> alt.X:
+    """The time axis of a chart: equal windows of exchanges, or the periods of a living run."""
+    return alt.X(f"{column}:Q", axis=PERIOD_AXIS if column == "period" else WINDOW_AXIS)
 
 
 def fitted(chart: alt.Chart | alt.LayerChart) -> alt.Chart | alt.LayerChart:
@@ -103,21 +109,22 @@ def agreement_by_turn_chart(by_turn: pd.DataFrame) -> alt.Chart:
     ).properties(title="Turns to the end of a negotiation", height=220))
 
 
-def holdings_charts(holdings: pd.DataFrame) -> list[alt.Chart]:
-    """Units of each resource held by each personality group, window by window, one chart per
-    personality (a facet cannot follow the page's width); from metrics.holdings_over_time.
+def holdings_charts(holdings: pd.DataFrame, over: str = "window") -> list[alt.Chart]:
+    """Units of each resource held by each personality group, window by window (or period by
+    period, over="period"), one chart per personality (a facet cannot follow the page's width);
+    from metrics.holdings_over_time (metrics.holdings_by_period).
 
     Every chart colours the resources alike, so one legend reads for all.
     """
     resources = sorted(holdings["resource"].unique())
     charts = []
     for personality, rows in holdings.groupby("personality", sort=True):
-        charts.append(fitted(alt.Chart(rows).mark_line().encode(
-            x=alt.X("window:Q", axis=WINDOW_AXIS),
+        charts.append(fitted(alt.Chart(rows).mark_line(point=over == "period").encode(
+            x=_over(over),
             y=alt.Y("quantity:Q", title="units held", axis=COUNT_AXIS),
             color=alt.Color("resource:N", scale=alt.Scale(scheme="category20", domain=resources),
                             legend=bottom_legend(2, None, 150)),
-            tooltip=["window", "personality", "resource", alt.Tooltip("quantity:Q", format=",")],
+            tooltip=[over, "personality", "resource", alt.Tooltip("quantity:Q", format=",")],
         ).properties(title=f"Holdings of the {personality} members", height=200)))
     return charts
 
@@ -128,27 +135,66 @@ def _busiest_pairs(dispersion: pd.DataFrame, top: int) -> pd.DataFrame:
     return pairs[pairs["pair"].isin(busiest)]
 
 
-def rates_chart(dispersion: pd.DataFrame, top_pairs: int = 8) -> alt.Chart:
-    """Mean exchange rate of the busiest resource pairs over time (log scale); from metrics.price_dispersion."""
+def rates_chart(dispersion: pd.DataFrame, top_pairs: int = 8, over: str = "window") -> alt.Chart:
+    """Mean exchange rate of the busiest resource pairs over time (log scale); from
+    metrics.price_dispersion (or metrics.prices_by_period, over="period")."""
     pairs = _busiest_pairs(dispersion, top_pairs).dropna(subset=["mean_log_rate"])
     pairs = pairs.assign(rate=np.exp(pairs["mean_log_rate"]))
     return fitted(alt.Chart(pairs).mark_line(point=True).encode(
-        x=alt.X("window:Q", axis=WINDOW_AXIS),
+        x=_over(over),
         y=alt.Y("rate:Q", title="units of the first per unit of the second", scale=alt.Scale(type="log")),
         color=alt.Color("pair:N", legend=bottom_legend(2, "pair (first/second)", 280)),
-        tooltip=["window", "pair", alt.Tooltip("trades:Q", format=","), alt.Tooltip("rate:Q", format=".2f")],
+        tooltip=[over, "pair", alt.Tooltip("trades:Q", format=","), alt.Tooltip("rate:Q", format=".2f")],
     ).properties(title=f"Exchange rates of the {top_pairs} busiest pairs", height=280))
 
 
-def spread_chart(dispersion: pd.DataFrame) -> alt.Chart:
-    """Price dispersion over time: the standard deviation of log rates; from metrics.price_dispersion."""
+def spread_chart(dispersion: pd.DataFrame, over: str = "window") -> alt.Chart:
+    """Price dispersion over time: the standard deviation of log rates; from metrics.price_dispersion
+    (or metrics.prices_by_period, over="period")."""
     spread = dispersion[dispersion["pair"] == "all"].dropna(subset=["sd_log_rate"])
     return fitted(alt.Chart(spread).mark_line(point=alt.OverlayMarkDef(color="#d62728"), color="#d62728").encode(
-        x=alt.X("window:Q", axis=WINDOW_AXIS),
+        x=_over(over),
         y=alt.Y("sd_log_rate:Q", title="sd of log rate (all pairs)"),
-        tooltip=["window", alt.Tooltip("trades:Q", format=","), alt.Tooltip("df:Q", format=",", title="degrees of freedom"),
+        tooltip=[over, alt.Tooltip("trades:Q", format=","), alt.Tooltip("df:Q", format=",", title="degrees of freedom"),
                  alt.Tooltip("sd_log_rate:Q", format=".3f")],
     ).properties(title="Spread of exchange rates over time", height=220))
+
+
+# What each period chart draws from metrics.by_period: column -> (title, y axis format).
+PERIOD_FIGURES: dict[str, tuple[str, str]] = {
+    "accepted": ("Accepted trades per period", ",d"),
+    "fulfilment": ("Need met per period (share of needed units consumed)", "%"),
+    "mean_utility": ("Mean utility per period (consumption and holding)", ",.2f"),
+    "consumption_gini": ("Gini of consumption per period", ".2f"),
+    "repeat_share": ("Repeat partners per period (pairs that traded before)", "%"),
+}
+
+
+def period_charts(by_period: pd.DataFrame) -> list[alt.Chart]:
+    """One line chart per figure of metrics.by_period, period on the x axis; a figure a period
+    does not have (no trades, nobody consumed) is left out, not drawn as 0."""
+    charts = []
+    for column, (title, fmt) in PERIOD_FIGURES.items():
+        rows = by_period[["period", column]].dropna()
+        charts.append(fitted(alt.Chart(rows).mark_line(point=True).encode(
+            x=_over("period"),
+            y=alt.Y(f"{column}:Q", title=column.replace("_", " "), axis=alt.Axis(format=fmt),
+                    scale=alt.Scale(zero=True)),
+            tooltip=["period", alt.Tooltip(f"{column}:Q", format=fmt if fmt != "%" else ".1%")],
+        ).properties(title=title, height=220)))
+    return charts
+
+
+def holdings_in_period_chart(holdings: pd.DataFrame, period: int) -> alt.Chart:
+    """Units of each resource held by each personality group when one period's trading ends;
+    from metrics.holdings_by_period."""
+    rows = holdings[holdings["period"] == period]
+    return fitted(alt.Chart(rows).mark_bar().encode(
+        x=alt.X("resource:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=140)),
+        y=alt.Y("quantity:Q", title="units held", stack=True, axis=COUNT_AXIS),
+        color=personality_color(rows["personality"].unique().tolist()).legend(bottom_legend(3)),
+        tooltip=["personality", "resource", alt.Tooltip("quantity:Q", format=",")],
+    ).properties(title=f"Holdings as period {period}'s trading ends", height=260))
 
 
 def circle_layout(nodes: pd.DataFrame) -> pd.DataFrame:

@@ -50,6 +50,9 @@ def change_in_points(initial: float | None, final: float | None) -> str | None:
     return f"{(final - initial) * 100:+.1f} pp"
 
 
+# A run of several periods gets a Periods tab and period sliders; a one-period run's page is as it was.
+periods = m("run_periods")
+
 if info.status == "running":
     st.warning("This run is still going: the figures cover the exchanges recorded so far.")
 elif info.status != "completed":
@@ -101,12 +104,21 @@ def activity_tab() -> None:
 
 
 def holdings_tab() -> None:
-    holdings = m("holdings_over_time", windows=20)
+    if periods > 1:
+        # Windows of exchanges count only swaps; a living run's holdings also grow and shrink at
+        # every period's start and end, so they are shown per period.
+        holdings = m("holdings_by_period")
+        period = st.slider("Period", 1, periods, periods, key="holdings_period",
+                           help="Holdings as this period's trading ends, before its consumption")
+        st.altair_chart(charts.holdings_in_period_chart(holdings, period), width="stretch")
+        over, name = "period", "holdings-by-period"
+    else:
+        holdings, over, name = m("holdings_over_time", windows=20), "window", "holdings-over-time"
     columns = st.columns(2)
-    for i, chart in enumerate(charts.holdings_charts(holdings)):
+    for i, chart in enumerate(charts.holdings_charts(holdings, over=over)):
         columns[i % 2].altair_chart(chart, width="stretch")
     with st.expander("Data"):
-        show_table(holdings, f"{run_id}-holdings-over-time", "dl_holdings")
+        show_table(holdings, f"{run_id}-{name}", "dl_holdings")
 
 
 def prices_tab() -> None:
@@ -147,12 +159,17 @@ def prices_tab() -> None:
 
 
 def network_tab() -> None:
-    nodes = m("network_nodes")
+    period = None
+    if periods > 1:
+        chosen = st.select_slider("Trades of", ["the whole run", *range(1, periods + 1)], key="network_period",
+                                  format_func=lambda p: p if isinstance(p, str) else f"period {p}")
+        period = None if isinstance(chosen, str) else int(chosen)
+    nodes = m("network_nodes", period=period)
     # Only the pairs the drawing can show leave the database: a large community is drawn as its
     # busiest members, and a 1,000,000-exchange run met in some 400,000 pairs.
     drawn = charts.busiest_participants(nodes)
     among = None if len(drawn) == len(nodes) else tuple(int(i) for i in drawn["participant_id"])
-    edges = m("network_edges", among=among)
+    edges = m("network_edges", among=among, period=period)
     net = m("network_summary")
     cols = st.columns(4)
     cols[0].metric("Repeat partners", figure(net["repeat_partner_share"], ".1%"))
@@ -173,9 +190,27 @@ def network_tab() -> None:
             st.caption(f"{len(edges):,} pairs met.")
         else:
             st.caption("Every pair that met, in the downloads:")
-        downloads(edges if among is None else lambda: metrics.network_edges(store().connect([run_id]), run_id),
+        downloads(edges if among is None else lambda: metrics.network_edges(store().connect([run_id]), run_id,
+                                                                             period=period),
                   f"{run_id}-network-edges", "dl_edges")
         show_table(m("pairing_matrix"), f"{run_id}-pairing-matrix", "dl_pairing")
+
+
+def periods_tab() -> None:
+    by_period = m("by_period")
+    columns = st.columns(2)
+    for i, chart in enumerate(charts.period_charts(by_period)):
+        columns[i % 2].altair_chart(chart, width="stretch")
+    prices = m("prices_by_period")
+    columns[1].altair_chart(charts.spread_chart(prices, over="period"), width="stretch")
+    st.altair_chart(charts.rates_chart(prices, over="period"), width="stretch")
+    thin = by_period.loc[by_period["price_sd"].isna(), "period"].tolist()
+    if thin:
+        st.caption(f"Too few trades to measure a spread (under {MIN_DISPERSION_DF} degrees of freedom) in "
+                   f"period {', '.join(str(p) for p in thin)}: left out, not drawn as 0.")
+    with st.expander("Data"):
+        show_table(by_period, f"{run_id}-by-period", "dl_by_period")
+        show_table(prices, f"{run_id}-prices-by-period", "dl_prices_by_period")
 
 
 def personalities_tab() -> None:
@@ -271,7 +306,7 @@ def exchange_log_tab() -> None:
 
 # Only the chosen tab is computed and drawn (the tab is kept in the URL, ?tab=Prices): drawing all
 # eight at once took 13 s in a browser on a 1,000,000-exchange run, most of it tabs nobody had opened.
-SECTIONS = {"Activity": activity_tab, "Holdings": holdings_tab, "Prices": prices_tab, "Network": network_tab,
+SECTIONS = {"Activity": activity_tab, **({"Periods": periods_tab} if periods > 1 else {}), "Holdings": holdings_tab, "Prices": prices_tab, "Network": network_tab,
             "Personalities": personalities_tab, "Inequality": inequality_tab, "Facilitator": facilitator_tab,
             "Exchange log": exchange_log_tab}
 for tab, draw in zip(st.tabs(list(SECTIONS), key="tab", bind="query-params"), SECTIONS.values()):

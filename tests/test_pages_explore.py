@@ -168,3 +168,78 @@ def test_names_and_notes_from_users_are_shown_as_text_not_markup(store: Store) -
     mentions = [r for r in rendered if "Eve" in r]
     # Where a name reaches a Markdown element, every markup character in it is escaped.
     assert mentions and not any(re.search(r"(?<!\\)[<>*\[\]():]", r.split(" · ")[1]) for r in mentions)
+
+
+PERIOD_CHART_TITLES = {
+    "Accepted trades per period",
+    "Need met per period (share of needed units consumed)",
+    "Mean utility per period (consumption and holding)",
+    "Gini of consumption per period",
+    "Repeat partners per period (pairs that traded before)",
+    "Spread of exchange rates over time",
+    "Exchange rates of the 8 busiest pairs",
+}
+
+
+def chart_data(at, title: str, column: str):  # noqa: ANN001, ANN201
+    """The rows a chart was given that have column (Streamlit sends them beside the spec, as Arrow)."""
+    import json
+
+    import pyarrow as pa
+
+    chart = next(c for c in nodes(at.main, "vega_lite_chart") if json.loads(c.proto.spec).get("title") == title)
+    frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets]
+    return next(f for f in frames if column in f.columns)
+
+
+def test_a_run_of_several_periods_charts_each_figure_per_period_in_its_own_tab(store: Store) -> None:
+    run_id = small_run(store, periods=4)
+    at = app("pages/explore.py", {"run": run_id, "tab": "Periods"})
+    no_exceptions(at)
+    assert [t.label for t in at.tabs] == ["Activity", "Periods", *EXPLORE_TABS[1:]]
+    assert chart_titles(at) == PERIOD_CHART_TITLES
+    specs = chart_specs(at)
+    assert all(s["autosize"]["type"] == "fit-x" and s["encoding"]["x"]["axis"]["title"] == "period" for s in specs)
+    expected = metrics.by_period(store.connect(), run_id)
+    drawn = chart_data(at, "Need met per period (share of needed units consumed)", "fulfilment")
+    assert drawn["period"].tolist() == [1, 2, 3, 4]
+    assert drawn["fulfilment"].tolist() == expected["fulfilment"].tolist()
+    assert chart_data(at, "Accepted trades per period", "accepted")["accepted"].tolist() == expected["accepted"].tolist()
+    labels = [d.label for d in at.download_button]
+    assert labels.count("CSV") == labels.count("Parquet") == 3  # the summary, by period, prices by period
+
+
+def test_a_one_period_run_has_no_periods_tab_and_no_period_sliders(store: Store) -> None:
+    run_id = small_run(store)
+    for tab, at in every_explore_tab(run_id):
+        assert "Periods" not in [t.label for t in at.tabs]
+        assert not at.slider and not at.select_slider, tab
+
+
+def test_the_holdings_slider_draws_the_holdings_of_the_chosen_period(store: Store) -> None:
+    run_id = small_run(store, periods=4)
+    at = app("pages/explore.py", {"run": run_id, "tab": "Holdings"})
+    no_exceptions(at)
+    assert at.slider(key="holdings_period").value == 4
+    at.slider(key="holdings_period").set_value(2).run()
+    drawn = chart_data(at, "Holdings as period 2's trading ends", "quantity")
+    held = metrics.holdings_by_period(store.connect(), run_id)
+    held = held[held["period"] == 2]
+    assert sorted(zip(drawn["personality"], drawn["resource"], drawn["quantity"])) == sorted(
+        zip(held["personality"], held["resource"], held["quantity"]))
+    assert "Holdings of the cautious members" in chart_titles(at)
+
+
+def test_the_network_slider_draws_the_trades_of_the_chosen_period(store: Store) -> None:
+    run_id = small_run(store, periods=4)
+    at = app("pages/explore.py", {"run": run_id, "tab": "Network"})
+    no_exceptions(at)
+    slider = at.select_slider(key="network_period")
+    assert slider.options == ["the whole run", "period 1", "period 2", "period 3", "period 4"]
+    whole = metrics.network_edges(store.connect(), run_id)
+    third = metrics.network_edges(store.connect(), run_id, period=3)
+    assert third["trades"].sum() < whole["trades"].sum()
+    slider.set_value(3).run()
+    no_exceptions(at)
+    drawn = chart_data(at, "Trades between participants (rows and columns grouped by personality)", "trades")
+    assert drawn["trades"].sum() == 2 * third["trades"].sum()  # the heatmap lists each pair both ways
