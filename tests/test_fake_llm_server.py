@@ -563,4 +563,10 @@ def test_cost_register_model(srv):
 
 
 def test_all_modes_listed():
-    assert len(MODES) == 15 and MODES[0] == "cooperative"
+    # MODES is exactly the table of modes the module's docstring documents, in its order, cooperative first.
+    import fake_llm_server
+
+    lines = fake_llm_server.__doc__.split("Modes (see ``MODES``):")[1].splitlines()
+    rules = [k for k, line in enumerate(lines) if line.startswith("=====")]
+    documented = [line.split()[0] for line in lines[rules[0] + 1:rules[1]] if line and not line.startswith(" ")]
+    assert list(MODES) == documented and MODES[0] == "cooperative" and len(set(MODES)) == len(MODES)
