@@ -29,3 +29,19 @@ def table_counts(store: Store, run_id: str) -> dict[str, int]:
         return {t: con.execute(f'SELECT count(*) FROM "{t}" WHERE run_id = ?', [run_id]).fetchone()[0] for t in TABLES}
     finally:
         con.close()
+
+
+# Participant x resource pairs whose final holding is not initial + produced - consumed - expired
+# - spoiled + transfers in - out, or is below zero (flows hold every kind but 'produced' as a loss).
+CONSERVATION_BREAKS_SQL = """
+WITH moved AS (
+    SELECT participant_id, resource::VARCHAR AS resource, sum(delta) AS delta FROM (
+        SELECT to_id AS participant_id, resource, quantity AS delta FROM transfers
+        UNION ALL SELECT from_id, resource, -quantity FROM transfers
+        UNION ALL SELECT participant_id, resource, quantity FROM flows WHERE kind = 'produced'
+        UNION ALL SELECT participant_id, resource, -quantity FROM flows WHERE kind <> 'produced'
+    ) GROUP BY ALL)
+SELECT count(*) FROM initial_holdings i JOIN final_holdings f USING (run_id, participant_id, resource)
+LEFT JOIN moved m ON m.participant_id = i.participant_id AND m.resource = i.resource::VARCHAR
+WHERE i.quantity + coalesce(m.delta, 0) <> f.quantity OR f.quantity < 0
+"""

@@ -11,6 +11,7 @@ from commonpool.personalities import Personality, Traits
 from commonpool.population import generate, roster_from_csv, roster_to_csv
 from commonpool.production import split_exchanges
 from commonpool.store import Store
+from run_tables import CONSERVATION_BREAKS_SQL
 
 RESOURCES = [
     ResourceSpec(name="childcare", kind="time"),
@@ -182,20 +183,7 @@ def test_every_living_run_conserves_every_unit_at_every_point(tmp_path) -> None:
         store = Store(tmp_path / f"w{case}")
         result = run_simulation(config, store)
         con = store.connect()
-        broken = con.execute(
-            """
-            WITH moved AS (
-                SELECT participant_id, resource::VARCHAR AS resource, sum(delta) AS delta FROM (
-                    SELECT to_id AS participant_id, resource, quantity AS delta FROM transfers
-                    UNION ALL SELECT from_id, resource, -quantity FROM transfers
-                    UNION ALL SELECT participant_id, resource, quantity FROM flows WHERE kind = 'produced'
-                    UNION ALL SELECT participant_id, resource, -quantity FROM flows WHERE kind <> 'produced'
-                ) GROUP BY ALL)
-            SELECT count(*) FROM initial_holdings i JOIN final_holdings f USING (run_id, participant_id, resource)
-            LEFT JOIN moved m ON m.participant_id = i.participant_id AND m.resource = i.resource::VARCHAR
-            WHERE i.quantity + coalesce(m.delta, 0) <> f.quantity OR f.quantity < 0
-            """
-        ).fetchone()[0]
+        broken = con.execute(CONSERVATION_BREAKS_SQL).fetchone()[0]
         periods_ended = con.execute("SELECT count(DISTINCT period) FROM period_utility").fetchone()[0]
         assert result.status == "completed" and result.exchanges == exchanges, case
         assert broken == 0, case

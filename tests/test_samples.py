@@ -9,6 +9,7 @@ import pytest
 
 from commonpool.cli import main
 from commonpool.store import Store
+from run_tables import CONSERVATION_BREAKS_SQL
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ("timebank-weekly", "seed-swap", "tool-library")
@@ -32,20 +33,7 @@ def test_each_scenario_runs_as_the_readme_says_and_conserves_every_unit(tmp_path
     assert status == "completed"
     periods = int(args[args.index("--periods") + 1])
     assert con.execute("SELECT count(DISTINCT period) FROM period_utility").fetchone()[0] == periods
-    broken = con.execute(
-        """
-        WITH moved AS (
-            SELECT participant_id, resource::VARCHAR AS resource, sum(delta) AS delta FROM (
-                SELECT to_id AS participant_id, resource, quantity AS delta FROM transfers
-                UNION ALL SELECT from_id, resource, -quantity FROM transfers
-                UNION ALL SELECT participant_id, resource, quantity FROM flows WHERE kind = 'produced'
-                UNION ALL SELECT participant_id, resource, -quantity FROM flows WHERE kind <> 'produced'
-            ) GROUP BY ALL)
-        SELECT count(*) FROM initial_holdings i JOIN final_holdings f USING (run_id, participant_id, resource)
-        LEFT JOIN moved m ON m.participant_id = i.participant_id AND m.resource = i.resource::VARCHAR
-        WHERE i.quantity + coalesce(m.delta, 0) <> f.quantity OR f.quantity < 0
-        """
-    ).fetchone()[0]
+    broken = con.execute(CONSERVATION_BREAKS_SQL).fetchone()[0]
     assert broken == 0
     # A living economy: what is produced is consumed, and members still trade in the last period.
     kinds = dict(con.execute("SELECT kind::VARCHAR, sum(quantity) FROM flows GROUP BY ALL").fetchall())
