@@ -496,8 +496,16 @@ def _report(result: RunResult, store: Store) -> None:
             def shown(key: str, spec: str) -> str:  # a figure with no value (e.g. no needs at all) is "-"
                 return "-" if s.get(key) is None else format(s[key], spec)
 
-            print(f"welfare {shown('welfare_initial', '.1f')} -> {shown('welfare_final', '.1f')}, "
-                  f"needs met {shown('need_fulfilment_initial', '.0%')} -> {shown('need_fulfilment_final', '.0%')}, "
+            needs = f"needs met {shown('need_fulfilment_initial', '.0%')} -> {shown('need_fulfilment_final', '.0%')}"
+            if (store.run(result.run_id).meta.get("config") or {}).get("periods", 1) > 1:
+                # Needs recur each period: what is held after the last consumption says nothing of needs met.
+                from commonpool import metrics
+
+                per = metrics.need_fulfilment_by_period(con, result.run_id)["fulfilment"]
+                if len(per):
+                    needs = (f"needs met per period {per.mean():.0%} on average "
+                             f"(period 1 {per.iloc[0]:.0%}, period {len(per)} {per.iloc[-1]:.0%})")
+            print(f"welfare {shown('welfare_initial', '.1f')} -> {shown('welfare_final', '.1f')}, {needs}, "
                   f"Gini of holdings {shown('gini_holdings_initial', '.3f')} -> {shown('gini_holdings_final', '.3f')}")
         if result.llm.get("llm_calls"):
             llm = result.llm

@@ -76,9 +76,17 @@ figure_box("Acceptance rate", figure(s["acceptance_rate"], ".1%"),
            help=f"{s['accepted']:,} accepted of {s['exchanges']:,} exchanges")
 figure_box("Welfare change", figure(s["welfare_change"], "+,.1f"),
            help="Sum of utilities at the end minus at the start (economy.utility)")
-figure_box("Needs met", figure(s["need_fulfilment_final"], ".1%"),
-           change_in_points(s["need_fulfilment_initial"], s["need_fulfilment_final"]),
-           help="Share of needed units held, at the end (change since the start)")
+# Needs recur and are consumed each period, so in a run of several what is held after the last
+# consumption says nothing of needs met: the periods' own figures do.
+need = m("need_fulfilment_by_period")["fulfilment"] if periods > 1 else []
+if len(need):
+    figure_box("Needs met per period", figure(need.mean(), ".1%"), change_in_points(need.iloc[0], need.iloc[-1]),
+               help="Share of each period's needed units consumed, the mean over the periods "
+                    "(change from the first period to the last; see the Periods tab)")
+else:
+    figure_box("Needs met", figure(s["need_fulfilment_final"], ".1%"),
+               change_in_points(s["need_fulfilment_initial"], s["need_fulfilment_final"]),
+               help="Share of needed units held, at the end (change since the start)")
 figure_box("Gini of holdings", figure(s["gini_holdings_final"], ".3f"),
            change(s["gini_holdings_initial"], s["gini_holdings_final"], ".3f"), delta_color="inverse",
            help="0 = everyone holds the same value; at the end (change since the start)")

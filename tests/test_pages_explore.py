@@ -209,6 +209,18 @@ def test_a_run_of_several_periods_charts_each_figure_per_period_in_its_own_tab(s
     assert labels.count("CSV") == labels.count("Parquet") == 3  # the summary, by period, prices by period
 
 
+def test_a_run_of_several_periods_heads_with_needs_met_per_period_not_after_the_last_consumption(store: Store) -> None:
+    run_id = small_run(store, periods=4)
+    at = app("pages/explore.py", {"run": run_id})
+    no_exceptions(at)
+    need = metrics.need_fulfilment_by_period(store.connect(), run_id)["fulfilment"]
+    (shown,) = [x for x in at.metric if x.label == "Needs met per period"]
+    assert shown.value == f"{need.mean():.1%}" and shown.value != "0.0%"
+    assert "Needs met" not in [x.label for x in at.metric]
+    one = app("pages/explore.py", {"run": small_run(store)})
+    assert "Needs met" in [x.label for x in one.metric] and "Needs met per period" not in [x.label for x in one.metric]
+
+
 def test_a_one_period_run_has_no_periods_tab_and_no_period_sliders(store: Store) -> None:
     run_id = small_run(store)
     for tab, at in every_explore_tab(run_id):

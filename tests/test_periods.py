@@ -318,3 +318,18 @@ def test_each_exchange_records_the_period_it_happened_in(tmp_path) -> None:
     run_simulation(config, store)
     rows = store.connect(["p"]).execute("SELECT period, count(*) FROM exchanges GROUP BY ALL ORDER BY ALL").fetchall()
     assert rows == [(1, 8), (2, 8), (3, 7)]  # split_exchanges(23, 3)
+
+
+def test_the_cli_reports_needs_met_per_period_for_a_run_of_several(tmp_path, capsys) -> None:
+    from commonpool import metrics
+    from commonpool.cli import main
+
+    store = tmp_path / "store"
+    args = ["--store", str(store), "run", "--num-participants", "12", "--min-exchanges", "120", "--max-exchanges", "120",
+            "--seed", "4", "--no-progress"]
+    assert main([*args, "--periods", "4", "--simulation-id", "p4"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    per = metrics.need_fulfilment_by_period(Store(store).connect(), "p4")["fulfilment"]
+    assert f"needs met per period {per.mean():.0%} on average (period 1 {per.iloc[0]:.0%}, period 4 {per.iloc[-1]:.0%})" in line
+    assert main([*args, "--simulation-id", "p1"]) == 0
+    assert "needs met per period" not in capsys.readouterr().out
