@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commonpool import SimulationConfig, economy, run_simulation
 from commonpool.config import ParticipantSpec, ResourceSpec
@@ -166,30 +171,44 @@ def _event_balances_stay_non_negative(con, run_id: str, config: SimulationConfig
     return True
 
 
-def test_every_living_run_conserves_every_unit_at_every_point(tmp_path) -> None:
-    """Seeded random worlds (hypothesis is not installed): sizes, periods, storable and spoiling resources."""
-    draw = np.random.default_rng(20261203)
-    names = [r.name for r in SimulationConfig().resources]
-    for case in range(14):
-        exchanges = int(draw.integers(1, 300))
-        config = SimulationConfig(
-            simulation_id=f"w{case}", seed=int(draw.integers(0, 2**31)),
-            num_participants=int(draw.integers(2, 25)), min_exchanges=exchanges, max_exchanges=exchanges,
-            periods=int(draw.integers(2, 12)), facilitator=bool(draw.integers(0, 2)),
-            pairing=str(draw.choice(["random", "need"])), discount=float(draw.uniform(0.5, 1.0)),
-            storable=[n for n in names[4:] if draw.random() < 0.5],
-            spoilage={n: float(draw.uniform(0, 0.6)) for n in names if draw.random() < 0.4},
-        )
-        store = Store(tmp_path / f"w{case}")
+_NAMES = [r.name for r in SimulationConfig().resources]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    participants=st.integers(2, 24),
+    exchanges=st.integers(1, 300),
+    periods=st.integers(2, 12),
+    facilitator=st.booleans(),
+    pairing=st.sampled_from(["random", "need"]),
+    discount=st.floats(0.5, 1.0),
+    storable=st.sets(st.sampled_from(_NAMES[4:])),  # the default time and skill resources
+    spoilage=st.dictionaries(st.sampled_from(_NAMES), st.floats(0.0, 0.6), max_size=4),
+)
+def test_every_living_run_conserves_every_unit_at_every_point(
+    seed, participants, exchanges, periods, facilitator, pairing, discount, storable, spoilage
+) -> None:
+    """Property (hypothesis): in any living world (sizes, periods, storable and spoiling resources), initial +
+    produced - consumed - expired - spoiled + transfers in - out = final >= 0, and replaying every event in
+    order never takes a balance below zero."""
+    config = SimulationConfig(
+        simulation_id="w", seed=seed, num_participants=participants, min_exchanges=exchanges,
+        max_exchanges=exchanges, periods=periods, facilitator=facilitator, pairing=pairing, discount=discount,
+        storable=sorted(storable), spoilage=spoilage,
+    )
+    with tempfile.TemporaryDirectory() as root:
+        store = Store(Path(root))
         result = run_simulation(config, store)
         con = store.connect()
         broken = con.execute(CONSERVATION_BREAKS_SQL).fetchone()[0]
         periods_ended = con.execute("SELECT count(DISTINCT period) FROM period_utility").fetchone()[0]
-        assert result.status == "completed" and result.exchanges == exchanges, case
-        assert broken == 0, case
-        assert periods_ended == config.periods, case
-        assert con.execute("SELECT count(*) FROM flows WHERE quantity <= 0").fetchone()[0] == 0, case
-        assert _event_balances_stay_non_negative(con, result.run_id, config, exchanges), case
+        assert result.status == "completed" and result.exchanges == exchanges
+        assert broken == 0
+        assert periods_ended == config.periods
+        assert con.execute("SELECT count(*) FROM flows WHERE quantity <= 0").fetchone()[0] == 0
+        assert _event_balances_stay_non_negative(con, result.run_id, config, exchanges)
+        con.close()
 
 
 def _accepted_by_fifth(store: Store, run_id: str, exchanges: int) -> list[int]:
